@@ -1,0 +1,285 @@
+"""The ASGI application: one dispatcher over Google-style resource paths.
+
+Resource names carry ``:verb`` suffixes (``dicomStores/x:import``) that ordinary
+path routing does not model well, so paths are matched against the table below on
+the raw, still-encoded path and each segment is decoded on its own: an encoded
+``/`` inside an ID is then refused by the ID rules instead of changing the route.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import unquote
+
+from anyio import to_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import dicomweb, errors, operations, resources, transfer
+from .names import DatasetName, StoreName, dataset_name, location, store_name
+from .state import DEFAULT_MAX_BODY, ServerState
+from .urls import base_url
+
+log = logging.getLogger("dicom_deid.server")
+
+_SEG = r"([^/:]+)"
+_LOC = rf"projects/{_SEG}/locations/{_SEG}"
+_DS = rf"{_LOC}/datasets/{_SEG}"
+_ST = rf"{_DS}/dicomStores/{_SEG}"
+_WEB = rf"{_ST}/dicomWeb"
+_UID = r"([^/:]+)"
+
+Handler = Callable[..., Awaitable[Response]]
+ROUTES: list[tuple[str, re.Pattern, str]] = []
+
+
+def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        ROUTES.append((method, re.compile(pattern), fn.__name__))
+        return fn
+
+    return register
+
+
+async def _body(request: Request) -> dict:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise errors.invalid("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise errors.invalid("request body must be a JSON object")
+    return body
+
+
+def _params(request: Request) -> dict:
+    return dict(request.query_params)
+
+
+async def _sync(fn: Callable, *args: object) -> Response:
+    return JSONResponse(await to_thread.run_sync(fn, *args))
+
+
+def _ds(a: list[str]) -> DatasetName:
+    return dataset_name(*a[:3])
+
+
+def _st(a: list[str]) -> StoreName:
+    return store_name(*a[:4])
+
+
+def _base(request: Request) -> str:
+    return base_url(request)
+
+
+class Api:
+    """Handlers, one per (method, path) row; ``a`` holds the decoded path segments."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    # datasets
+    @route("POST", rf"{_LOC}/datasets")
+    async def create_dataset(self, r: Request, a: list[str]) -> Response:
+        name = dataset_name(a[0], a[1], r.query_params.get("datasetId"))
+        return await _sync(resources.create_dataset, self.state, name, await _body(r))
+
+    @route("GET", rf"{_LOC}/datasets")
+    async def list_datasets(self, r: Request, a: list[str]) -> Response:
+        return await _sync(resources.list_datasets, self.state, location(*a[:2]), _params(r))
+
+    @route("GET", _DS)
+    async def get_dataset(self, r: Request, a: list[str]) -> Response:
+        return await _sync(resources.get_dataset, self.state, _ds(a))
+
+    @route("DELETE", _DS)
+    async def delete_dataset(self, r: Request, a: list[str]) -> Response:
+        return await _sync(resources.delete_dataset, self.state, _ds(a))
+
+    # DICOM stores
+    @route("POST", rf"{_DS}/dicomStores")
+    async def create_store(self, r: Request, a: list[str]) -> Response:
+        name = store_name(*a[:3], r.query_params.get("dicomStoreId"))
+        return await _sync(resources.create_store, self.state, name, await _body(r))
+
+    @route("GET", rf"{_DS}/dicomStores")
+    async def list_stores(self, r: Request, a: list[str]) -> Response:
+        return await _sync(resources.list_stores, self.state, _ds(a), _params(r))
+
+    @route("GET", _ST)
+    async def get_store(self, r: Request, a: list[str]) -> Response:
+        return await _sync(resources.get_store, self.state, _st(a))
+
+    @route("PATCH", _ST)
+    async def patch_store(self, r: Request, a: list[str]) -> Response:
+        return await _sync(resources.patch_store, self.state, _st(a), await _body(r),
+                           _params(r))
+
+    @route("DELETE", _ST)
+    async def delete_store(self, r: Request, a: list[str]) -> Response:
+        return await _sync(resources.delete_store, self.state, _st(a))
+
+    @route("GET", rf"{_ST}:getDICOMStoreMetrics")
+    async def store_metrics(self, r: Request, a: list[str]) -> Response:
+        return await _sync(resources.store_metrics, self.state, _st(a))
+
+    @route("POST", rf"{_ST}:import")
+    async def import_(self, r: Request, a: list[str]) -> Response:
+        return await _sync(transfer.start_import, self.state, _st(a), await _body(r))
+
+    @route("POST", rf"{_ST}:export")
+    async def export(self, r: Request, a: list[str]) -> Response:
+        return await _sync(transfer.start_export, self.state, _st(a), await _body(r))
+
+    # operations
+    @route("GET", rf"{_DS}/operations")
+    async def list_operations(self, r: Request, a: list[str]) -> Response:
+        return await _sync(operations.list_, self.state, _ds(a), _params(r), _base(r))
+
+    @route("GET", rf"{_DS}/operations/{_SEG}")
+    async def get_operation(self, r: Request, a: list[str]) -> Response:
+        name = f"{_ds(a)}/operations/{a[3]}"
+        return await _sync(operations.get, self.state, name, _base(r))
+
+    @route("POST", rf"{_DS}/operations/{_SEG}:cancel")
+    async def cancel_operation(self, r: Request, a: list[str]) -> Response:
+        return await _sync(operations.cancel, self.state, f"{_ds(a)}/operations/{a[3]}")
+
+    @route("GET", rf"{_DS}/operations/{_SEG}/failures")
+    async def operation_failures(self, r: Request, a: list[str]) -> Response:
+        return await _sync(operations.failures, self.state, f"{_ds(a)}/operations/{a[3]}",
+                           _params(r))
+
+    # DICOMweb
+    @route("POST", rf"{_WEB}/studies")
+    async def stow(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.stow(r, self.state, _st(a), None)
+
+    @route("POST", rf"{_WEB}/studies/{_UID}")
+    async def stow_study(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.stow(r, self.state, _st(a), a[4])
+
+    @route("GET", rf"{_WEB}/studies")
+    async def search_studies(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.search(r, self.state, _st(a), "study")
+
+    @route("GET", rf"{_WEB}/series")
+    async def search_all_series(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.search(r, self.state, _st(a), "series")
+
+    @route("GET", rf"{_WEB}/instances")
+    async def search_all_instances(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.search(r, self.state, _st(a), "instance")
+
+    @route("GET", rf"{_WEB}/studies/{_UID}/series")
+    async def search_series(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.search(r, self.state, _st(a), "series", a[4])
+
+    @route("GET", rf"{_WEB}/studies/{_UID}/instances")
+    async def search_study_instances(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.search(r, self.state, _st(a), "instance", a[4])
+
+    @route("GET", rf"{_WEB}/studies/{_UID}/series/{_UID}/instances")
+    async def search_instances(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.search(r, self.state, _st(a), "instance", a[4], a[5])
+
+    @route("GET", rf"{_WEB}/studies/{_UID}")
+    async def retrieve_study(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.retrieve(r, self.state, _st(a), a[4])
+
+    @route("GET", rf"{_WEB}/studies/{_UID}/series/{_UID}")
+    async def retrieve_series(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.retrieve(r, self.state, _st(a), a[4], a[5])
+
+    @route("GET", rf"{_WEB}/studies/{_UID}/series/{_UID}/instances/{_UID}")
+    async def retrieve_instance(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.retrieve(r, self.state, _st(a), a[4], a[5], a[6])
+
+    @route("GET", rf"{_WEB}/studies/{_UID}/metadata")
+    async def study_metadata(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.metadata(r, self.state, _st(a), a[4])
+
+    @route("GET", rf"{_WEB}/studies/{_UID}/series/{_UID}/metadata")
+    async def series_metadata(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.metadata(r, self.state, _st(a), a[4], a[5])
+
+    @route("GET", rf"{_WEB}/studies/{_UID}/series/{_UID}/instances/{_UID}/metadata")
+    async def instance_metadata(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.metadata(r, self.state, _st(a), a[4], a[5], a[6])
+
+    @route("GET", rf"{_WEB}/studies/{_UID}/series/{_UID}/instances/{_UID}/frames/([^/:]+)")
+    async def retrieve_frames(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.frames(r, self.state, _st(a), a[4], a[5], a[6], a[7])
+
+    @route("GET", rf"{_WEB}/studies/{_UID}/series/{_UID}/instances/{_UID}/rendered")
+    async def instance_rendered(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.rendered(r, self.state, _st(a), a[4], a[5], a[6], None)
+
+    @route("GET",
+           rf"{_WEB}/studies/{_UID}/series/{_UID}/instances/{_UID}/frames/([^/:]+)/rendered")
+    async def frame_rendered(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.rendered(r, self.state, _st(a), a[4], a[5], a[6], a[7])
+
+    @route("DELETE", rf"{_WEB}/studies/{_UID}")
+    async def delete_study(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.delete(r, self.state, _st(a), a[4])
+
+    @route("DELETE", rf"{_WEB}/studies/{_UID}/series/{_UID}")
+    async def delete_series(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.delete(r, self.state, _st(a), a[4], a[5])
+
+    @route("DELETE", rf"{_WEB}/studies/{_UID}/series/{_UID}/instances/{_UID}")
+    async def delete_instance(self, r: Request, a: list[str]) -> Response:
+        return await dicomweb.delete(r, self.state, _st(a), a[4], a[5], a[6])
+
+    async def dispatch(self, request: Request) -> Response:
+        raw = request.scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0]
+        path = raw[len("/v1/"):] if raw.startswith("/v1/") else ""
+        try:
+            allowed = False
+            for method, pattern, name in ROUTES:
+                m = pattern.fullmatch(path)
+                if not m:
+                    continue
+                allowed = True
+                if method != request.method:
+                    continue
+                args = [unquote(g) for g in m.groups()]
+                return await getattr(self, name)(request, args)
+            if allowed:
+                raise errors.ApiError(405, f"method {request.method} is not allowed here")
+            raise errors.not_found("no such resource or method on this server")
+        except errors.ApiError as exc:
+            return JSONResponse(exc.body(), status_code=exc.code)
+
+
+def create_app(data_dir: Path, max_body_bytes: int = DEFAULT_MAX_BODY) -> Starlette:
+    state = ServerState(Path(data_dir), max_body_bytes=max_body_bytes)
+    state.recover()
+    api = Api(state)
+
+    async def health(_request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def handle_500(_request: Request, exc: Exception) -> Response:
+        log.error("internal error: %s", type(exc).__name__)
+        return JSONResponse(errors.ApiError(500, "internal error").body(), status_code=500)
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", health),
+            Route("/v1/{path:path}", api.dispatch,
+                  methods=["GET", "POST", "PATCH", "DELETE", "PUT"]),
+        ],
+        exception_handlers={Exception: handle_500},
+    )
+    app.state.server = state
+    return app

@@ -1,0 +1,141 @@
+"""The SQLite index of datasets, DICOM stores, instances and operations.
+
+SQLite in WAL mode gives crash safety without a server process: a transaction is
+either in the database after a restart or not at all. Each thread gets its own
+connection; SQLite serialises writers.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .attributes import INDEXED
+
+_COLUMNS = ",\n    ".join(
+    f"{a.column} {'INTEGER' if a.vr in ('US', 'UL', 'SS', 'SL', 'IS') else 'TEXT'}"
+    for a in INDEXED
+    if a.column not in ("study_uid", "series_uid", "sop_uid")
+)
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS datasets (
+    name TEXT PRIMARY KEY,
+    parent TEXT NOT NULL,
+    time_zone TEXT,
+    create_time TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stores (
+    pk INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT UNIQUE NOT NULL,
+    dataset TEXT NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{{}}',
+    create_time TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS instances (
+    pk INTEGER PRIMARY KEY AUTOINCREMENT,
+    store INTEGER NOT NULL,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    sop_uid TEXT NOT NULL,
+    transfer_syntax TEXT,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    {_COLUMNS},
+    UNIQUE (store, sop_uid)
+);
+CREATE INDEX IF NOT EXISTS instances_by_study ON instances (store, study_uid, series_uid);
+CREATE TABLE IF NOT EXISTS operations (
+    name TEXT PRIMARY KEY,
+    dataset TEXT NOT NULL,
+    method TEXT NOT NULL,
+    create_time TEXT NOT NULL,
+    end_time TEXT,
+    done INTEGER NOT NULL DEFAULT 0,
+    success INTEGER NOT NULL DEFAULT 0,
+    failure INTEGER NOT NULL DEFAULT 0,
+    pending INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    response TEXT
+);
+CREATE INDEX IF NOT EXISTS operations_by_dataset ON operations (dataset);
+CREATE TABLE IF NOT EXISTS operation_failures (
+    operation TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS failures_by_operation ON operation_failures (operation);
+"""
+
+INSTANCE_COLUMNS = ["store", "transfer_syntax", "path", "size"] + [a.column for a in INDEXED]
+
+
+class Catalog:
+    """Thread-safe access to the index; one connection per thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self.db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None,
+                             check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable against a process crash in WAL mode (only power loss can
+        # drop the last transactions), which is the failure this server must survive.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        return db
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
+        return db
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, taken immediately so writers queue instead of deadlocking."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def read(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
+        return self.db.execute(sql, params).fetchall()
+
+    def one(self, sql: str, params: tuple | list = ()) -> sqlite3.Row | None:
+        return self.db.execute(sql, params).fetchone()
+
+    # -- instances ----------------------------------------------------------------
+
+    def insert_instance(self, db: sqlite3.Connection, row: dict) -> bool:
+        """Insert one instance row inside ``db``'s transaction; False on a duplicate UID."""
+        cols = [c for c in INSTANCE_COLUMNS if c in row]
+        try:
+            db.execute(
+                f"INSERT INTO instances ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                [row[c] for c in cols],
+            )
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def all_instance_paths(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT path FROM instances")}
+
+
+def dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))

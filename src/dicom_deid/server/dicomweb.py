@@ -1,0 +1,291 @@
+"""DICOMweb under ``.../dicomStores/{store}/dicomWeb/``: STOW-RS, QIDO-RS, WADO-RS.
+
+Blocking work (parsing, fsync, SQLite, pixel decoding) runs in worker threads so
+the event loop keeps serving other requests.
+"""
+
+from __future__ import annotations
+
+import json
+
+from anyio import to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from . import errors, ingest, operations, pixels, qido
+from .dicomjson import header
+from .multipart import (
+    RelatedParser,
+    content_type,
+    new_boundary,
+    stream_bytes,
+    stream_files,
+)
+from .names import StoreName, check_uid
+from .resources import store_pk
+from .state import ServerState
+from .urls import base_url
+
+DICOM_JSON = "application/dicom+json"
+_MAX_REASON = 64
+
+
+def _json(body: object, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status_code=status,
+                    media_type=DICOM_JSON, headers=headers)
+
+
+def _base(request: Request, store: StoreName) -> str:
+    return f"{base_url(request)}/v1/{store}/dicomWeb"
+
+
+# -- STOW-RS ------------------------------------------------------------------------
+
+
+async def stow(request: Request, state: ServerState, store: StoreName,
+               study_uid: str | None) -> Response:
+    pk = await to_thread.run_sync(store_pk, state, store)
+    if study_uid is not None:
+        check_uid(study_uid, "StudyInstanceUID")
+    kind, params = content_type(request.headers.get("content-type"))
+    if kind != "multipart/related" or "boundary" not in params:
+        raise errors.ApiError(
+            415, 'STOW-RS needs Content-Type: multipart/related; type="application/dicom"; '
+            "boundary=..."
+        )
+    if params.get("type", "application/dicom").lower() != "application/dicom":
+        raise errors.ApiError(415, "only application/dicom parts can be stored")
+    declared = request.headers.get("content-length")
+    if declared and int(declared) > state.max_body_bytes:
+        raise errors.ApiError(413, f"request body is larger than {state.max_body_bytes} bytes")
+    parser = RelatedParser(params["boundary"], state.blobs)
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > state.max_body_bytes:
+                raise errors.ApiError(
+                    413, f"request body is larger than {state.max_body_bytes} bytes"
+                )
+            parser.feed(chunk)
+        parts = parser.finish()
+    except BaseException:
+        parser.discard()
+        raise
+    if not parts:
+        raise errors.invalid("the multipart/related body has no parts")
+    outcomes = await to_thread.run_sync(_store_parts, state, pk, parts, study_uid)
+    return _stow_response(request, store, outcomes)
+
+
+def _store_parts(state: ServerState, pk: int, parts: list,
+                 study_uid: str | None) -> list[ingest.Outcome]:
+    outcomes = []
+    for part in parts:
+        if not part.complete:
+            outcomes.append(ingest.Outcome(part.temp_path).fail(
+                ingest.CANNOT_UNDERSTAND, "incomplete part: the body ended early"))
+        elif part.content_type != "application/dicom":
+            outcomes.append(ingest.Outcome(part.temp_path).fail(
+                ingest.CANNOT_UNDERSTAND, "part media type is not application/dicom"))
+        else:
+            outcomes.append(ingest.inspect(part.temp_path, study_uid))
+    return ingest.store(state, pk, outcomes)
+
+
+def _stow_response(request: Request, store: StoreName,
+                   outcomes: list[ingest.Outcome]) -> Response:
+    base = _base(request, store)
+    stored, failed = [], []
+    studies = set()
+    for out in outcomes:
+        item: dict = {}
+        if out.sop_class_uid:
+            item["00081150"] = {"vr": "UI", "Value": [out.sop_class_uid]}
+        if out.sop_uid:
+            item["00081155"] = {"vr": "UI", "Value": [out.sop_uid]}
+        if out.ok:
+            studies.add(out.study_uid)
+            item["00081190"] = {"vr": "UR", "Value": [
+                f"{base}/studies/{out.study_uid}/series/{out.row['series_uid']}"
+                f"/instances/{out.sop_uid}"]}
+            stored.append(item)
+        else:
+            item["00081197"] = {"vr": "US", "Value": [out.failure_code]}
+            item["00000902"] = {"vr": "LO", "Value": [out.reason[:_MAX_REASON]]}
+            failed.append(item)
+    body: dict = {}
+    if len(studies) == 1:
+        body["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{studies.pop()}"]}
+    if failed:
+        body["00081198"] = {"vr": "SQ", "Value": failed}
+    if stored:
+        body["00081199"] = {"vr": "SQ", "Value": stored}
+    status = 200 if not failed else 202 if stored else 409
+    return _json(body, status)
+
+
+# -- QIDO-RS ------------------------------------------------------------------------
+
+
+async def search(request: Request, state: ServerState, store: StoreName, level: str,
+                 study_uid: str | None = None, series_uid: str | None = None) -> Response:
+    for uid, what in ((study_uid, "StudyInstanceUID"), (series_uid, "SeriesInstanceUID")):
+        if uid is not None:
+            check_uid(uid, what)
+
+    def work() -> tuple[list[dict], bool]:
+        pk = store_pk(state, store)
+        q = qido.parse(level, pk, list(request.query_params.multi_items()),
+                       study_uid, series_uid)
+        rows, paths, more = qido.run(state.catalog, q)
+        if q.extra_tags or (q.include_all and level == "instance"):
+            for row, rel in zip(rows, paths, strict=True):
+                extra = header(state.blobs.path(rel), None if q.include_all and
+                               level == "instance" else q.extra_tags)
+                for tag, elem in extra.items():
+                    row.setdefault(tag, elem)
+        return [dict(sorted(r.items())) for r in rows], more
+
+    rows, more = await to_thread.run_sync(work)
+    headers = {}
+    if more:
+        headers["Warning"] = (
+            '299 healthcare.googleapis.com "There are additional results that can be '
+            'requested. Use offset to page through them."'
+        )
+    return _json(rows, 200, headers)
+
+
+# -- WADO-RS ------------------------------------------------------------------------
+
+
+def _instances(state: ServerState, store: StoreName, study: str, series: str | None,
+               sop: str | None) -> list:
+    pk = store_pk(state, store)
+    sql = "SELECT * FROM instances WHERE store=? AND study_uid=?"
+    args: list = [pk, study]
+    if series is not None:
+        sql += " AND series_uid=?"
+        args.append(series)
+    if sop is not None:
+        sql += " AND sop_uid=?"
+        args.append(sop)
+    rows = state.catalog.read(sql + " ORDER BY pk", args)
+    if not rows:
+        what = "instance" if sop else "series" if series else "study"
+        raise errors.not_found(f"{what} not found in DICOM store {store.store}")
+    return rows
+
+
+def _accepted_syntax(accept: str | None) -> str | None:
+    """The transfer syntax asked for, or None for 'as stored'."""
+    if not accept:
+        return None
+    for item in accept.split(","):
+        kind, params = content_type(item)
+        inner = params.get("type", "").lower()
+        if kind in ("*/*", "multipart/related") and inner in ("", "application/dicom", "*/*") \
+                or kind == "application/dicom":
+            ts = params.get("transfer-syntax")
+            return None if ts in (None, "*") else ts
+    raise errors.ApiError(
+        406, 'retrieve supports Accept: multipart/related; type="application/dicom"'
+    )
+
+
+async def retrieve(request: Request, state: ServerState, store: StoreName, study: str,
+                   series: str | None = None, sop: str | None = None) -> Response:
+    for uid in (study, series, sop):
+        if uid is not None:
+            check_uid(uid, "UID")
+    ts = _accepted_syntax(request.headers.get("accept"))
+    rows = await to_thread.run_sync(_instances, state, store, study, series, sop)
+    boundary = new_boundary()
+    media = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    if ts is None or all(r["transfer_syntax"] == ts for r in rows):
+        files = [("application/dicom", state.blobs.path(r["path"])) for r in rows]
+        return StreamingResponse(stream_files(boundary, files), media_type=media)
+
+    def transcode_all() -> list[tuple[str, bytes]]:
+        return [(f"application/dicom; transfer-syntax={ts}",
+                 pixels.transcode(state.blobs.path(r["path"]), ts)) for r in rows]
+
+    parts = await to_thread.run_sync(transcode_all)
+    return StreamingResponse(stream_bytes(boundary, parts), media_type=media)
+
+
+async def metadata(request: Request, state: ServerState, store: StoreName, study: str,
+                   series: str | None = None, sop: str | None = None) -> Response:
+    def work() -> list[dict]:
+        rows = _instances(state, store, study, series, sop)
+        return [header(state.blobs.path(r["path"])) for r in rows]
+
+    return _json(await to_thread.run_sync(work))
+
+
+async def frames(request: Request, state: ServerState, store: StoreName, study: str,
+                 series: str, sop: str, spec: str) -> Response:
+    def work() -> tuple[str, list[bytes]]:
+        row = _instances(state, store, study, series, sop)[0]
+        return pixels.frames(state.blobs.path(row["path"]), spec)
+
+    kind, data = await to_thread.run_sync(work)
+    boundary = new_boundary()
+    return StreamingResponse(
+        stream_bytes(boundary, [(kind, d) for d in data]),
+        media_type=f'multipart/related; type="{kind}"; boundary={boundary}',
+    )
+
+
+def _render_type(accept: str | None) -> str:
+    for item in (accept or "image/jpeg").split(","):
+        kind, _ = content_type(item)
+        if kind in ("image/png", "image/jpeg"):
+            return kind
+        if kind in ("*/*", "image/*"):
+            return "image/jpeg"
+    raise errors.ApiError(406, "rendered images are available as image/jpeg or image/png")
+
+
+async def rendered(request: Request, state: ServerState, store: StoreName, study: str,
+                   series: str, sop: str, frame: str | None) -> Response:
+    kind = _render_type(request.headers.get("accept"))
+    try:
+        number = int(frame) if frame is not None else 1
+    except ValueError:
+        raise errors.invalid("frame number must be an integer") from None
+
+    def work() -> bytes:
+        row = _instances(state, store, study, series, sop)[0]
+        return pixels.rendered(state.blobs.path(row["path"]), number, kind)
+
+    return Response(await to_thread.run_sync(work), media_type=kind)
+
+
+# -- delete ---------------------------------------------------------------------------
+
+
+async def delete(request: Request, state: ServerState, store: StoreName, study: str,
+                 series: str | None = None, sop: str | None = None) -> Response:
+    """Study and series deletes are long-running on the API; an instance delete is not."""
+    rows = await to_thread.run_sync(_instances, state, store, study, series, sop)
+    pks = [r["pk"] for r in rows]
+    paths = [r["path"] for r in rows]
+
+    def remove(progress: operations.Progress | None = None) -> dict:
+        with state.catalog.write() as db:
+            db.executemany("DELETE FROM instances WHERE pk=?", [(p,) for p in pks])
+        state.blobs.remove(paths)
+        if progress is not None:
+            progress.ok(len(pks))
+        return {}
+
+    if sop is not None:
+        await to_thread.run_sync(remove)
+        return JSONResponse({})
+    method = "DeleteSeries" if series else "DeleteStudy"
+    op = await to_thread.run_sync(operations.start, state, store.dataset, method, remove)
+    return JSONResponse(op)
+
+

@@ -1,0 +1,130 @@
+"""Checking and storing uploaded instances (shared by STOW-RS and GCS import).
+
+An upload arrives as temp files; each is parsed with pydicom, checked for the
+attributes a store needs, then moved into place and indexed. Each instance succeeds
+or fails alone, with a DICOM failure code and a reason that never quotes a value
+from the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
+from .attributes import extract
+from .state import ServerState
+
+log = logging.getLogger("dicom_deid.server.ingest")
+
+# FailureReason codes (PS3.18 Table I.2-1, PS3.7 Annex C).
+PROCESSING_FAILURE = 0x0110
+DUPLICATE = 0x0111
+DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+_REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+@dataclass
+class Outcome:
+    """What happened to one uploaded part."""
+
+    temp_path: str
+    sop_class_uid: str | None = None
+    sop_uid: str | None = None
+    study_uid: str | None = None
+    row: dict = field(default_factory=dict)
+    failure_code: int | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure_code is None
+
+    def fail(self, code: int, reason: str) -> Outcome:
+        self.failure_code, self.reason = code, reason
+        return self
+
+
+def _valid_uid(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID.fullmatch(value))
+
+
+def inspect(temp_path: str, study_uid: str | None = None) -> Outcome:
+    """Parse one candidate instance; the outcome says whether it may be stored."""
+    out = Outcome(temp_path)
+    if os.path.getsize(temp_path) == 0:
+        return out.fail(CANNOT_UNDERSTAND, "empty part: no DICOM data")
+    try:
+        ds = dcmread(temp_path)
+        # Touch every element so that a truncated or malformed value fails here, at
+        # upload, rather than later when someone retrieves it.
+        for _ in ds.iterall():
+            pass
+    except InvalidDicomError:
+        return out.fail(
+            CANNOT_UNDERSTAND,
+            "not a DICOM Part 10 file: no 128-byte preamble and 'DICM' prefix",
+        )
+    except Exception as exc:  # pydicom raises many types; report the kind, not the data
+        return out.fail(CANNOT_UNDERSTAND, f"unreadable DICOM data ({type(exc).__name__})")
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if not ts:
+        return out.fail(CANNOT_UNDERSTAND, "file meta information has no TransferSyntaxUID")
+    for keyword in _REQUIRED:
+        try:
+            value = ds.get(keyword)
+        except Exception:
+            value = None
+        if not _valid_uid(value):
+            return out.fail(DOES_NOT_MATCH, f"missing or invalid {keyword}")
+    out.sop_class_uid = str(ds.SOPClassUID)
+    out.sop_uid = str(ds.SOPInstanceUID)
+    out.study_uid = str(ds.StudyInstanceUID)
+    if study_uid is not None and out.study_uid != study_uid:
+        return out.fail(DOES_NOT_MATCH, "StudyInstanceUID does not match the study in the URL")
+    try:
+        out.row = extract(ds)
+    except Exception as exc:
+        return out.fail(CANNOT_UNDERSTAND, f"unreadable indexed attribute ({type(exc).__name__})")
+    out.row["transfer_syntax"] = str(ts)
+    return out
+
+
+def store(state: ServerState, store_pk: int, outcomes: list[Outcome]) -> list[Outcome]:
+    """Move the acceptable parts into place and index them in one transaction.
+
+    Parts that failed inspection, and duplicates, are deleted; the index is the
+    last thing written, so an acknowledged instance is one that is fully on disk.
+    """
+    placed: list[tuple[Outcome, str]] = []
+    for out in outcomes:
+        if not out.ok:
+            continue
+        try:
+            rel, size = state.blobs.commit(out.temp_path, store_pk)
+        except OSError as exc:
+            out.fail(PROCESSING_FAILURE, f"could not write the instance ({exc.strerror})")
+            continue
+        out.row.update(store=store_pk, path=rel, size=size)
+        placed.append((out, rel))
+    if placed:
+        state.blobs.sync_dirs([rel for _, rel in placed])
+    duplicates: list[str] = []
+    with state.catalog.write() as db:
+        for out, rel in placed:
+            if not state.catalog.insert_instance(db, out.row):
+                out.fail(DUPLICATE, "an instance with this SOPInstanceUID is already stored")
+                duplicates.append(rel)
+    state.blobs.remove(duplicates)
+    for out in outcomes:
+        if not out.ok and os.path.exists(out.temp_path):
+            os.unlink(out.temp_path)
+    return outcomes

@@ -1,0 +1,148 @@
+"""Pixel-level views of stored instances: frames, rendered images, transcoding.
+
+Decoding uses pydicom's pixel handlers with the pylibjpeg plugins (JPEG, JPEG-LS,
+JPEG 2000, RLE); nothing here runs unless a client asks for pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.pixels import apply_voi_lut, pixel_array
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from . import errors
+
+UNCOMPRESSED = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+
+
+def number_of_frames(ds: Dataset) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _frame_numbers(spec: str, total: int) -> list[int]:
+    try:
+        numbers = [int(n) for n in spec.split(",")]
+    except ValueError:
+        raise errors.invalid("frame numbers must be integers") from None
+    bad = [n for n in numbers if n < 1 or n > total]
+    if bad:
+        raise errors.ApiError(404, f"frame {bad[0]} does not exist: the instance has {total}")
+    return numbers
+
+
+def frames(path: Path, spec: str) -> tuple[str, list[bytes]]:
+    """Raw frames (uncompressed bytes, or the compressed fragments) and their media type."""
+    ds = dcmread(path)
+    if "PixelData" not in ds:
+        raise errors.ApiError(404, "the instance has no pixel data")
+    total = number_of_frames(ds)
+    numbers = _frame_numbers(spec, total)
+    ts = UID(ds.file_meta.TransferSyntaxUID)
+    if ts.is_compressed:
+        all_frames = list(generate_frames(ds.PixelData, number_of_frames=total))
+        kind = _COMPRESSED_TYPES.get(str(ts), "application/octet-stream")
+        return kind, [all_frames[n - 1] for n in numbers]
+    frame_len = len(ds.PixelData) // total
+    data = ds.PixelData
+    return "application/octet-stream", [
+        bytes(data[(n - 1) * frame_len : n * frame_len]) for n in numbers
+    ]
+
+
+_COMPRESSED_TYPES = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.5": "image/dicom-rle",
+}
+
+
+def to_display(ds: Dataset, arr: np.ndarray) -> np.ndarray:
+    """An 8-bit image for viewing: VOI window applied, MONOCHROME1 inverted."""
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if arr.ndim == 3 and arr.shape[-1] == 3:
+        if photometric.startswith("YBR"):
+            from pydicom.pixels import convert_color_space
+
+            arr = convert_color_space(arr, photometric, "RGB")
+        arr = arr.astype(np.float64)
+    else:
+        if "RescaleSlope" in ds or "RescaleIntercept" in ds or "WindowCenter" in ds:
+            with contextlib.suppress(Exception):
+                arr = apply_voi_lut(arr, ds)
+        arr = arr.astype(np.float64)
+    lo, hi = float(arr.min()), float(arr.max())
+    scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+    out = scaled.round().astype(np.uint8)
+    if photometric == "MONOCHROME1":
+        out = 255 - out
+    return out
+
+
+def rendered(path: Path, frame: int, kind: str) -> bytes:
+    """Frame ``frame`` (1-based) as PNG or JPEG bytes."""
+    ds = dcmread(path)
+    if "PixelData" not in ds:
+        raise errors.ApiError(404, "the instance has no pixel data")
+    total = number_of_frames(ds)
+    _frame_numbers(str(frame), total)
+    try:
+        arr = pixel_array(ds, index=frame - 1) if total > 1 else ds.pixel_array
+    except Exception as exc:
+        raise errors.ApiError(
+            406, f"the pixel data cannot be decoded for rendering ({type(exc).__name__})"
+        ) from None
+    if "PALETTE" in str(ds.get("PhotometricInterpretation", "")):
+        from pydicom.pixels import apply_color_lut
+
+        arr = apply_color_lut(arr, ds)
+        arr = (arr / max(1, arr.max()) * 255).astype(np.uint8) if arr.dtype != np.uint8 else arr
+    img = Image.fromarray(to_display(ds, arr))
+    buf = io.BytesIO()
+    if kind == "image/png":
+        img.save(buf, format="PNG")
+    else:
+        img.convert("RGB" if img.mode not in ("L", "RGB") else img.mode).save(
+            buf, format="JPEG", quality=90
+        )
+    return buf.getvalue()
+
+
+def transcode(path: Path, target: str) -> bytes:
+    """The instance re-encoded in an uncompressed transfer syntax."""
+    if target not in UNCOMPRESSED:
+        raise errors.ApiError(
+            406, f"transcoding to transfer syntax {target} is not supported; "
+            "ask for transfer-syntax=* or an uncompressed syntax"
+        )
+    ds = dcmread(path)
+    ts = UID(ds.file_meta.TransferSyntaxUID)
+    if ts == target:
+        return path.read_bytes()
+    try:
+        if ts.is_compressed and "PixelData" in ds:
+            ds.decompress()
+        buf = io.BytesIO()
+        ds.file_meta.TransferSyntaxUID = target
+        ds.save_as(buf, implicit_vr=target == ImplicitVRLittleEndian, little_endian=True)
+    except Exception as exc:
+        raise errors.ApiError(
+            406, f"the instance cannot be transcoded ({type(exc).__name__})"
+        ) from None
+    return buf.getvalue()

@@ -1,0 +1,43 @@
+"""Everything one server process holds: its data directory, index and workers."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .blobs import BlobStore
+from .catalog import Catalog
+
+log = logging.getLogger("dicom_deid.server")
+
+DEFAULT_MAX_BODY = 4 * 1024**3
+
+
+@dataclass
+class ServerState:
+    data_dir: Path
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    catalog: Catalog = field(init=False)
+    blobs: BlobStore = field(init=False)
+    jobs: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog(self.data_dir / "index.sqlite3")
+        self.blobs = BlobStore(self.data_dir)
+        # Long-running operations (import, export, deidentify) run here, off the
+        # request path; two workers match the machines this targets.
+        self.jobs = ThreadPoolExecutor(max_workers=2, thread_name_prefix="operation")
+
+    def recover(self) -> None:
+        """Bring the data directory back to a consistent state after a crash."""
+        removed = self.blobs.sweep(self.catalog.all_instance_paths())
+        if removed:
+            log.info("start-up sweep removed %d unreferenced file(s)", removed)
+        from .operations import fail_interrupted
+
+        interrupted = fail_interrupted(self)
+        if interrupted:
+            log.info("marked %d interrupted operation(s) as failed", interrupted)
