@@ -1,0 +1,55 @@
+# Two commands matter: `make demo` and `make test`. Both set the machine up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+STAMP := $(VENV)/.installed
+DEBIAN_PACKAGES := tesseract-ocr tesseract-ocr-eng dcmtk
+
+.PHONY: setup system-deps demo test lint bench lock clean serve
+
+setup: system-deps $(STAMP)
+
+# Debian packages the engine and the tests call (OCR, dcmdump); installed only when missing.
+system-deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# The venv is rebuilt from the lock whenever the lock or pyproject changes.
+$(STAMP): pyproject.toml requirements/lock.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check "uv>=0.4,<1"
+	VIRTUAL_ENV=$(VENV) $(UV) pip install -q -r requirements/lock.txt
+	VIRTUAL_ENV=$(VENV) $(UV) pip install -q --no-deps -e .
+	touch $(STAMP)
+
+# Refresh the lock after changing dependency ranges in pyproject.toml.
+lock: $(STAMP)
+	$(UV) pip compile pyproject.toml --extra airflow --extra dev --python-version 3.11 \
+	  -o requirements/lock.txt
+
+demo: setup
+	$(BIN)/python -m dicom_deid.demo
+
+test: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+
+bench: setup
+	$(BIN)/python bench/server_throughput.py
+
+serve: setup
+	$(BIN)/dicom-deid serve --port 8080 --data-dir data/healthcare
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache data .demo

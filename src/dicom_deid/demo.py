@@ -1,0 +1,117 @@
+"""``make demo``: the main job end to end on the embedded default, no cloud account.
+
+Today this exercises the local Cloud Healthcare API path the pipeline relies on:
+create a dataset and store, upload over STOW-RS, search with QIDO-RS, retrieve
+with WADO-RS, export to Cloud Storage (a local emulator) and import it back.
+It prints what it did and exits non-zero if any step fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pydicom
+from dicomweb_client.api import DICOMwebClient
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+from googleapiclient.discovery import build
+from pydicom.data import get_testdata_file
+
+from .testing import ServerProcess, StorageEmulator, free_port
+
+# pydicom's bundled samples, one per kind of image the pipeline meets.
+SAMPLES = [
+    "CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "JPEG-lossy.dcm",
+    "SC_rgb_jpeg_gdcm.dcm", "SC_rgb_rle_2frame.dcm", "ExplVR_BigEnd.dcm", "693_J2KI.dcm",
+    "SC_ybr_full_422_uncompressed.dcm", "J2K_pixelrep_mismatch.dcm", "MR_small_implicit.dcm",
+]
+PARENT = "projects/demo/locations/local"
+
+
+def _wait(hc: object, name: str) -> dict:
+    ops = hc.projects().locations().datasets().operations()
+    while True:
+        op = ops.get(name=name).execute()
+        if op.get("done"):
+            return op
+        time.sleep(0.2)
+
+
+def run(workdir: Path) -> int:
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    gcs_emu = StorageEmulator(workdir / "gcs", free_port(), workdir / "gcs.log").start()
+    os.environ["STORAGE_EMULATOR_HOST"] = gcs_emu.host  # this process's GCS client too
+    server = ServerProcess(workdir / "healthcare", free_port(), workdir / "server.log",
+                           env={"STORAGE_EMULATOR_HOST": gcs_emu.host}).start()
+    try:
+        print(f"local Cloud Healthcare API at {server.url}/v1 (data in {server.data_dir})")
+        print(f"Cloud Storage emulator at {gcs_emu.host}")
+        hc = build("healthcare", "v1", static_discovery=True, cache_discovery=False,
+                   client_options={"api_endpoint": server.url},
+                   credentials=AnonymousCredentials())
+        datasets = hc.projects().locations().datasets()
+        stores = datasets.dicomStores()
+        datasets.create(parent=PARENT, datasetId="demo", body={}).execute()
+        dataset = f"{PARENT}/datasets/demo"
+        source = stores.create(parent=dataset, dicomStoreId="source", body={}).execute()["name"]
+        print(f"created store {source}")
+
+        web = DICOMwebClient(url=f"{server.url}/v1/{source}/dicomWeb")
+        # Several samples share a SOP Instance UID (variants of one image); a store keeps
+        # one instance per UID, so keep the first of each.
+        instances = list({ds.SOPInstanceUID: ds for ds in reversed(
+            [pydicom.dcmread(get_testdata_file(name)) for name in SAMPLES])}.values())
+        result = web.store_instances(instances)
+        stored = len(result.get("ReferencedSOPSequence", []))
+        print(f"uploaded {stored} of {len(instances)} instances over STOW-RS")
+        for item in result.get("FailedSOPSequence", []):
+            print(f"  refused: {item.get('ErrorComment', '')} (reason {item.FailureReason:#06x})")
+
+        studies = web.search_for_studies()
+        found = web.search_for_instances()
+        print(f"searched: {len(studies)} studies, {len(found)} instances over QIDO-RS")
+
+        same = 0
+        for ds in instances:
+            got = web.retrieve_instance(ds.StudyInstanceUID, ds.SeriesInstanceUID,
+                                        ds.SOPInstanceUID)
+            same += got.SOPInstanceUID == ds.SOPInstanceUID and got.PixelData == ds.PixelData
+        print(f"retrieved {same} instances over WADO-RS with identical pixel data")
+
+        gcs = storage.Client(project="demo", credentials=AnonymousCredentials())
+        gcs.create_bucket("demo-export")
+        op = stores.export(name=source, body={"gcsDestination": {
+            "uriPrefix": "gs://demo-export/source"}}).execute()
+        op = _wait(hc, op["name"])
+        objects = list(gcs.list_blobs("demo-export", prefix="source/"))
+        print(f"exported {op['metadata']['counter'].get('success', '0')} instances to "
+              f"gs://demo-export/source ({len(objects)} objects)")
+
+        copy = stores.create(parent=dataset, dicomStoreId="copy", body={}).execute()["name"]
+        op = stores.import_(name=copy, body={"gcsSource": {
+            "uri": "gs://demo-export/source/**.dcm"}}).execute()
+        op = _wait(hc, op["name"])
+        metrics = stores.getDICOMStoreMetrics(name=copy).execute()
+        print(f"imported them back into {copy}: {metrics['instanceCount']} instances, "
+              f"{metrics['studyCount']} studies")
+
+        ok = (stored == len(instances) == len(found) == same == len(objects)
+              and int(metrics["instanceCount"]) == stored)
+        print("demo " + ("succeeded" if ok else "FAILED: counts do not reconcile"))
+        return 0 if ok else 1
+    finally:
+        server.stop()
+        gcs_emu.stop()
+
+
+def main() -> None:
+    sys.exit(run(Path(".demo")))
+
+
+if __name__ == "__main__":
+    main()
