@@ -132,7 +132,10 @@ def json_value(vr: str, value: str | int | None) -> dict:
     if value is None or value == "":
         return {"vr": vr}
     if vr == "PN":
-        return {"vr": vr, "Value": [{"Alphabetic": v} for v in str(value).split("\\")]}
+        # Each name's "="-separated component groups are separate JSON members.
+        groups = ("Alphabetic", "Ideographic", "Phonetic")
+        return {"vr": vr, "Value": [{k: g for k, g in zip(groups, v.split("="), strict=False) if g}
+                                    for v in str(value).split("\\")]}
     if vr in ("US", "UL", "SS", "SL", "IS"):
         return {"vr": vr, "Value": [int(value)]}
     if vr == "DS":

@@ -8,10 +8,12 @@ connection; SQLite serialises writers.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 from .attributes import INDEXED
@@ -75,6 +77,21 @@ CREATE INDEX IF NOT EXISTS failures_by_operation ON operation_failures (operatio
 INSTANCE_COLUMNS = ["store", "transfer_syntax", "path", "size"] + [a.column for a in INDEXED]
 
 
+@lru_cache(maxsize=256)
+def _wildcard(pattern: str) -> re.Pattern:
+    return re.compile("".join(
+        ".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern.casefold()
+    ), re.DOTALL)
+
+
+def wildcard_ci(value: str | None, pattern: str) -> int:
+    """QIDO matching for person names: ``*``/``?`` wildcards, case-insensitive in any script.
+
+    SQLite's LIKE folds ASCII only, so this is registered as a SQL function.
+    """
+    return int(value is not None and _wildcard(pattern).fullmatch(value.casefold()) is not None)
+
+
 class Catalog:
     """Thread-safe access to the index; one connection per thread."""
 
@@ -92,6 +109,7 @@ class Catalog:
         # drop the last transactions), which is the failure this server must survive.
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
+        db.create_function("wildcard_ci", 2, wildcard_ci, deterministic=True)
         return db
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 BULK_THRESHOLD = 1024
 
@@ -24,7 +25,8 @@ def header(path: Path, tags: list[int] | None = None) -> dict:
     """The instance's attributes as DICOM JSON (only ``tags`` if given)."""
     ds = dcmread(path, stop_before_pixels=True)
     if tags is not None:
-        ds = ds.__class__({t: ds[t] for t in tags if t in ds})
+        # A plain Dataset: dcmread gives a FileDataset, whose constructor differs.
+        ds = Dataset({t: ds[t] for t in tags if t in ds})
     body = ds.to_json_dict(
         bulk_data_threshold=BULK_THRESHOLD,
         bulk_data_element_handler=lambda _elem: "",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from anyio import to_thread
+from pydicom.uid import ExplicitVRLittleEndian
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -178,8 +179,14 @@ def _instances(state: ServerState, store: StoreName, study: str, series: str | N
     return rows
 
 
+AS_STORED = "*"
+# Stored syntaxes that DICOMweb does not use on the wire (PS3.18 8.7.3): without an
+# explicit transfer-syntax they are sent as Explicit VR Little Endian.
+_NOT_ON_THE_WEB = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+
+
 def _accepted_syntax(accept: str | None) -> str | None:
-    """The transfer syntax asked for, or None for 'as stored'."""
+    """The transfer syntax asked for: a UID, ``*`` (as stored) or None (the default)."""
     if not accept:
         return None
     for item in accept.split(","):
@@ -187,11 +194,21 @@ def _accepted_syntax(accept: str | None) -> str | None:
         inner = params.get("type", "").lower()
         if kind in ("*/*", "multipart/related") and inner in ("", "application/dicom", "*/*") \
                 or kind == "application/dicom":
-            ts = params.get("transfer-syntax")
-            return None if ts in (None, "*") else ts
+            return params.get("transfer-syntax")
     raise errors.ApiError(
         406, 'retrieve supports Accept: multipart/related; type="application/dicom"'
     )
+
+
+def _target(asked: str | None, stored: str) -> str | None:
+    """The syntax to send an instance in, or None to send the stored bytes."""
+    if asked in (AS_STORED, stored):
+        return None
+    if asked is None:
+        # The default is Explicit VR Little Endian; compressed instances are sent as
+        # stored (the API would decompress them; that costs more than it gives here).
+        return ExplicitVRLittleEndian if stored in _NOT_ON_THE_WEB else None
+    return asked
 
 
 async def retrieve(request: Request, state: ServerState, store: StoreName, study: str,
@@ -199,17 +216,27 @@ async def retrieve(request: Request, state: ServerState, store: StoreName, study
     for uid in (study, series, sop):
         if uid is not None:
             check_uid(uid, "UID")
-    ts = _accepted_syntax(request.headers.get("accept"))
+    asked = _accepted_syntax(request.headers.get("accept"))
     rows = await to_thread.run_sync(_instances, state, store, study, series, sop)
     boundary = new_boundary()
     media = f'multipart/related; type="application/dicom"; boundary={boundary}'
-    if ts is None or all(r["transfer_syntax"] == ts for r in rows):
-        files = [("application/dicom", state.blobs.path(r["path"])) for r in rows]
+    targets = [_target(asked, r["transfer_syntax"]) for r in rows]
+    if not any(targets):
+        files = [(f"application/dicom; transfer-syntax={r['transfer_syntax']}",
+                  state.blobs.path(r["path"])) for r in rows]
         return StreamingResponse(stream_files(boundary, files), media_type=media)
 
     def transcode_all() -> list[tuple[str, bytes]]:
-        return [(f"application/dicom; transfer-syntax={ts}",
-                 pixels.transcode(state.blobs.path(r["path"]), ts)) for r in rows]
+        out = []
+        for row, target in zip(rows, targets, strict=True):
+            path = state.blobs.path(row["path"])
+            if target is None:
+                out.append((f"application/dicom; transfer-syntax={row['transfer_syntax']}",
+                            path.read_bytes()))
+            else:
+                out.append((f"application/dicom; transfer-syntax={target}",
+                            pixels.transcode(path, target)))
+        return out
 
     parts = await to_thread.run_sync(transcode_all)
     return StreamingResponse(stream_bytes(boundary, parts), media_type=media)

@@ -78,13 +78,17 @@ def inspect(temp_path: str, study_uid: str | None = None) -> Outcome:
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if not ts:
         return out.fail(CANNOT_UNDERSTAND, "file meta information has no TransferSyntaxUID")
+    uids: dict[str, str] = {}
     for keyword in _REQUIRED:
         try:
             value = ds.get(keyword)
         except Exception:
             value = None
         if not _valid_uid(value):
+            # Name the instance in its failure item when its own UIDs were readable.
+            out.sop_class_uid, out.sop_uid = uids.get("SOPClassUID"), uids.get("SOPInstanceUID")
             return out.fail(DOES_NOT_MATCH, f"missing or invalid {keyword}")
+        uids[keyword] = str(value)
     out.sop_class_uid = str(ds.SOPClassUID)
     out.sop_uid = str(ds.SOPInstanceUID)
     out.study_uid = str(ds.StudyInstanceUID)

@@ -53,11 +53,18 @@ def frames(path: Path, spec: str) -> tuple[str, list[bytes]]:
         all_frames = list(generate_frames(ds.PixelData, number_of_frames=total))
         kind = _COMPRESSED_TYPES.get(str(ts), "application/octet-stream")
         return kind, [all_frames[n - 1] for n in numbers]
-    frame_len = len(ds.PixelData) // total
     data = ds.PixelData
-    return "application/octet-stream", [
-        bytes(data[(n - 1) * frame_len : n * frame_len]) for n in numbers
-    ]
+    bits = int(ds.get("BitsAllocated") or 8)
+    # The frame size from the image's dimensions, so that the even-length padding byte
+    # is not returned as pixel data; bit-packed (1-bit) frames are not byte-aligned.
+    frame_len = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1)
+                 * bits // 8 if bits % 8 == 0 else len(data) // total)
+    out = [bytes(data[(n - 1) * frame_len : n * frame_len]) for n in numbers]
+    if not ts.is_little_endian and bits in (16, 32, 64):
+        # application/octet-stream frames are little endian (the default syntax).
+        out = [np.frombuffer(f, f">u{bits // 8}").astype(f"<u{bits // 8}").tobytes()
+               for f in out]
+    return "application/octet-stream", out
 
 
 _COMPRESSED_TYPES = {
@@ -77,10 +84,7 @@ def to_display(ds: Dataset, arr: np.ndarray) -> np.ndarray:
     """An 8-bit image for viewing: VOI window applied, MONOCHROME1 inverted."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if arr.ndim == 3 and arr.shape[-1] == 3:
-        if photometric.startswith("YBR"):
-            from pydicom.pixels import convert_color_space
-
-            arr = convert_color_space(arr, photometric, "RGB")
+        # Already RGB: pydicom's decoding converts YBR_* to RGB by default (as_rgb).
         arr = arr.astype(np.float64)
     else:
         if "RescaleSlope" in ds or "RescaleIntercept" in ds or "WindowCenter" in ds:
@@ -124,8 +128,38 @@ def rendered(path: Path, frame: int, kind: str) -> bytes:
     return buf.getvalue()
 
 
+_WORD_BYTES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def _to_little_endian(ds: Dataset) -> None:
+    """Turn a dataset read as big endian into one that writes as little endian.
+
+    pydicom refuses to change byte order on write, so the binary values it keeps as
+    raw bytes (pixel data, LUTs, float arrays) are swapped here and each dataset's
+    original encoding is reset; numeric VRs were already decoded to Python values.
+    """
+    for elem in list(ds.iterall()):  # decodes every raw element with the old encoding
+        if elem.VR not in _WORD_BYTES or not elem.value:
+            continue
+        width = _WORD_BYTES[elem.VR]
+        if elem.tag == 0x7FE00010:
+            width = max(1, int(ds.get("BitsAllocated") or 16) // 8)
+        if width > 1:
+            data = elem.value[: len(elem.value) // width * width]
+            elem.value = np.frombuffer(data, f">u{width}").astype(f"<u{width}").tobytes()
+
+    def reset(node: Dataset) -> None:
+        node.set_original_encoding(False, True, node.original_character_set)
+        for elem in node:
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    reset(item)
+
+    reset(ds)
+
+
 def transcode(path: Path, target: str) -> bytes:
-    """The instance re-encoded in an uncompressed transfer syntax."""
+    """The instance re-encoded in an uncompressed little-endian transfer syntax."""
     if target not in UNCOMPRESSED:
         raise errors.ApiError(
             406, f"transcoding to transfer syntax {target} is not supported; "
@@ -137,7 +171,10 @@ def transcode(path: Path, target: str) -> bytes:
         return path.read_bytes()
     try:
         if ts.is_compressed and "PixelData" in ds:
-            ds.decompress()
+            # Same instance, other encoding: keep its UIDs (pydicom makes new ones by default).
+            ds.decompress(generate_instance_uid=False)
+        elif not ts.is_little_endian:
+            _to_little_endian(ds)
         buf = io.BytesIO()
         ds.file_meta.TransferSyntaxUID = target
         ds.save_as(buf, implicit_vr=target == ImplicitVRLittleEndian, little_endian=True)

@@ -41,11 +41,6 @@ class Query:
     offset: int = 0
 
 
-def _like(value: str) -> str:
-    out = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return out.replace("*", "%").replace("?", "_")
-
-
 def _glob(value: str) -> str:
     return value.replace("[", "[[]")
 
@@ -80,8 +75,8 @@ def _match(q: Query, keyword: str, value: str) -> None:
             raise errors.invalid(f"{keyword} must be an integer") from None
         q.where.append(f"{col} = ?")
     elif attr.vr == "PN":
-        q.where.append(f"{col} LIKE ? ESCAPE '\\'")
-        q.args.append(_like(value))
+        q.where.append(f"wildcard_ci({col}, ?)")
+        q.args.append(value)
     elif "*" in value or "?" in value:
         q.where.append(f"{col} GLOB ?")
         q.args.append(_glob(value))
