@@ -9,15 +9,13 @@ from pathlib import Path
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from .server import serve
 
-    from .server.app import create_app
-
-    app = create_app(Path(args.data_dir), max_body_bytes=args.max_body_mb * 1024 * 1024)
+    workers = args.workers or serve.default_workers()
     print(f"local Cloud Healthcare API on http://{args.host}:{args.port}/v1/ "
-          f"(data in {args.data_dir})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                access_log=False)
+          f"(data in {args.data_dir}, {workers} worker(s))", flush=True)
+    serve.run(args.host, args.port, Path(args.data_dir), args.max_body_mb * 1024 * 1024,
+              workers, args.log_level)
     return 0
 
 
@@ -32,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where stores, instances and the index live")
     serve.add_argument("--max-body-mb", type=int, default=4096,
                        help="largest request body accepted (413 above it)")
+    serve.add_argument("--workers", type=int, default=0,
+                       help="worker processes (default: one per core, at most 4)")
     serve.add_argument("--log-level", default="warning",
                        choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(func=_serve)

@@ -261,9 +261,12 @@ class Api:
             return JSONResponse(exc.body(), status_code=exc.code)
 
 
-def create_app(data_dir: Path, max_body_bytes: int = DEFAULT_MAX_BODY) -> Starlette:
+def create_app(data_dir: Path, max_body_bytes: int = DEFAULT_MAX_BODY,
+               recover: bool = True) -> Starlette:
+    """The server for one process; ``recover`` only where no sibling worker is running."""
     state = ServerState(Path(data_dir), max_body_bytes=max_body_bytes)
-    state.recover()
+    if recover:
+        state.recover()
     api = Api(state)
 
     async def health(_request: Request) -> Response:

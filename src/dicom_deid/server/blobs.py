@@ -29,29 +29,37 @@ class BlobStore:
         """An open temp file in the store's own file system (so rename is atomic)."""
         return tempfile.NamedTemporaryFile(dir=self.tmp, prefix="part-", delete=False)
 
-    def commit(self, temp_path: str, store_pk: int) -> tuple[str, int]:
-        """fsync ``temp_path`` and move it to its final place; returns (relative path, size)."""
-        name = uuid.uuid4().hex
-        rel = f"{store_pk}/{name[:2]}/{name}.dcm"
-        final = self.objects / rel
-        final.parent.mkdir(parents=True, exist_ok=True)
+    @staticmethod
+    def fsync(temp_path: str) -> int:
+        """Flush one written temp file to disk; returns its size."""
         fd = os.open(temp_path, os.O_RDONLY)
         try:
             os.fsync(fd)
-            size = os.fstat(fd).st_size
+            return os.fstat(fd).st_size
         finally:
             os.close(fd)
-        os.replace(temp_path, final)
-        return rel, size
 
-    def sync_dirs(self, rels: list[str]) -> None:
-        """fsync the directories that received new names, once per directory."""
-        for d in {str((self.objects / r).parent) for r in rels}:
-            fd = os.open(d, os.O_RDONLY)
+    def place(self, temp_paths: list[str], store_pk: int) -> list[str | OSError]:
+        """Move fsync'ed temp files into the store; the relative path of each, or its error.
+
+        One fsync of the store's directory afterwards makes all the new names durable.
+        """
+        directory = self.objects / str(store_pk)
+        directory.mkdir(parents=True, exist_ok=True)
+        results: list[str | OSError] = []
+        for temp_path in temp_paths:
+            rel = f"{store_pk}/{uuid.uuid4().hex}.dcm"
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                os.replace(temp_path, self.objects / rel)
+                results.append(rel)
+            except OSError as exc:
+                results.append(exc)
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return results
 
     def path(self, rel: str) -> Path:
         return self.objects / rel

@@ -6,6 +6,7 @@ the event loop keeps serving other requests.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from anyio import to_thread
@@ -16,11 +17,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from . import errors, ingest, operations, pixels, qido
 from .dicomjson import header
 from .multipart import (
+    Part,
     RelatedParser,
     content_type,
+    files_length,
     new_boundary,
     stream_bytes,
-    stream_files,
+    stream_sized_files,
 )
 from .names import StoreName, check_uid
 from .resources import store_pk
@@ -60,6 +63,13 @@ async def stow(request: Request, state: ServerState, store: StoreName,
     if declared and int(declared) > state.max_body_bytes:
         raise errors.ApiError(413, f"request body is larger than {state.max_body_bytes} bytes")
     parser = RelatedParser(params["boundary"], state.blobs)
+    checks: list[asyncio.Future] = []  # one per part, started as soon as it is complete
+
+    def check_completed() -> None:
+        while len(checks) < len(parser.parts) and parser.parts[len(checks)].complete:
+            checks.append(asyncio.ensure_future(
+                to_thread.run_sync(_check_part, state, parser.parts[len(checks)], study_uid)))
+
     received = 0
     try:
         async for chunk in request.stream():
@@ -69,29 +79,31 @@ async def stow(request: Request, state: ServerState, store: StoreName,
                     413, f"request body is larger than {state.max_body_bytes} bytes"
                 )
             parser.feed(chunk)
+            check_completed()
         parts = parser.finish()
+        if not parts:
+            raise errors.invalid("the multipart/related body has no parts")
+        check_completed()
+        for part in parts[len(checks):]:  # cut off by the end of the body
+            checks.append(asyncio.ensure_future(
+                to_thread.run_sync(_check_part, state, part, study_uid)))
+        outcomes = list(await asyncio.gather(*checks))
     except BaseException:
+        await asyncio.gather(*checks, return_exceptions=True)
         parser.discard()
         raise
-    if not parts:
-        raise errors.invalid("the multipart/related body has no parts")
-    outcomes = await to_thread.run_sync(_store_parts, state, pk, parts, study_uid)
+    outcomes = await to_thread.run_sync(ingest.store, state, pk, outcomes)
     return _stow_response(request, store, outcomes)
 
 
-def _store_parts(state: ServerState, pk: int, parts: list,
-                 study_uid: str | None) -> list[ingest.Outcome]:
-    outcomes = []
-    for part in parts:
-        if not part.complete:
-            outcomes.append(ingest.Outcome(part.temp_path).fail(
-                ingest.CANNOT_UNDERSTAND, "incomplete part: the body ended early"))
-        elif part.content_type != "application/dicom":
-            outcomes.append(ingest.Outcome(part.temp_path).fail(
-                ingest.CANNOT_UNDERSTAND, "part media type is not application/dicom"))
-        else:
-            outcomes.append(ingest.inspect(part.temp_path, study_uid))
-    return ingest.store(state, pk, outcomes)
+def _check_part(state: ServerState, part: Part, study_uid: str | None) -> ingest.Outcome:
+    if not part.complete:
+        return ingest.Outcome(part.temp_path).fail(
+            ingest.CANNOT_UNDERSTAND, "incomplete part: the body ended early")
+    if part.content_type != "application/dicom":
+        return ingest.Outcome(part.temp_path).fail(
+            ingest.CANNOT_UNDERSTAND, "part media type is not application/dicom")
+    return ingest.prepare(state, part.temp_path, study_uid)
 
 
 def _stow_response(request: Request, store: StoreName,
@@ -223,8 +235,10 @@ async def retrieve(request: Request, state: ServerState, store: StoreName, study
     targets = [_target(asked, r["transfer_syntax"]) for r in rows]
     if not any(targets):
         files = [(f"application/dicom; transfer-syntax={r['transfer_syntax']}",
-                  state.blobs.path(r["path"])) for r in rows]
-        return StreamingResponse(stream_files(boundary, files), media_type=media)
+                  state.blobs.path(r["path"]), r["size"]) for r in rows]
+        return StreamingResponse(
+            stream_sized_files(boundary, files), media_type=media,
+            headers={"content-length": str(files_length(boundary, files))})
 
     def transcode_all() -> list[tuple[str, bytes]]:
         out = []

@@ -14,6 +14,9 @@ import re
 from dataclasses import dataclass, field
 
 from pydicom import dcmread
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from .attributes import extract
@@ -27,6 +30,7 @@ DUPLICATE = 0x0111
 DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 
+UNDEFINED = 0xFFFFFFFF
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
@@ -56,6 +60,35 @@ def _valid_uid(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID.fullmatch(value))
 
 
+def _is_sequence(elem: RawDataElement) -> bool:
+    if elem.VR is not None:
+        return elem.VR == "SQ"
+    try:
+        return dictionary_VR(elem.tag) == "SQ"
+    except KeyError:
+        return False
+
+
+def _complete(ds: Dataset) -> bool:
+    """True if no value is cut short, at any depth.
+
+    pydicom reads a truncated file without complaint, returning short values; its
+    raw elements keep the declared length, which is compared here. Sequences are
+    parsed (their items are checked the same way); other values stay undecoded,
+    which keeps this cheap.
+    """
+    for elem in ds.elements():
+        if not isinstance(elem, RawDataElement):
+            if elem.VR == "SQ" and not all(_complete(item) for item in elem.value):
+                return False
+            continue
+        if elem.length != UNDEFINED and elem.value is not None and len(elem.value) < elem.length:
+            return False
+        if _is_sequence(elem) and not all(_complete(item) for item in ds[elem.tag].value):
+            return False
+    return True
+
+
 def inspect(temp_path: str, study_uid: str | None = None) -> Outcome:
     """Parse one candidate instance; the outcome says whether it may be stored."""
     out = Outcome(temp_path)
@@ -63,10 +96,8 @@ def inspect(temp_path: str, study_uid: str | None = None) -> Outcome:
         return out.fail(CANNOT_UNDERSTAND, "empty part: no DICOM data")
     try:
         ds = dcmread(temp_path)
-        # Touch every element so that a truncated or malformed value fails here, at
-        # upload, rather than later when someone retrieves it.
-        for _ in ds.iterall():
-            pass
+        if not _complete(ds):
+            return out.fail(CANNOT_UNDERSTAND, "truncated: a value is shorter than its length")
     except InvalidDicomError:
         return out.fail(
             CANNOT_UNDERSTAND,
@@ -102,25 +133,36 @@ def inspect(temp_path: str, study_uid: str | None = None) -> Outcome:
     return out
 
 
+def prepare(state: ServerState, temp_path: str, study_uid: str | None = None) -> Outcome:
+    """Inspect one upload and, if it may be stored, flush it to disk.
+
+    Runs per part while the rest of a request is still arriving, so that parsing
+    and fsync overlap the network instead of following it.
+    """
+    out = inspect(temp_path, study_uid)
+    if out.ok:
+        try:
+            out.row["size"] = state.blobs.fsync(temp_path)
+        except OSError as exc:
+            out.fail(PROCESSING_FAILURE, f"could not write the instance ({exc.strerror})")
+    return out
+
+
 def store(state: ServerState, store_pk: int, outcomes: list[Outcome]) -> list[Outcome]:
-    """Move the acceptable parts into place and index them in one transaction.
+    """Move the prepared parts into place and index them in one transaction.
 
     Parts that failed inspection, and duplicates, are deleted; the index is the
     last thing written, so an acknowledged instance is one that is fully on disk.
     """
+    ready = [out for out in outcomes if out.ok]
     placed: list[tuple[Outcome, str]] = []
-    for out in outcomes:
-        if not out.ok:
+    results = state.blobs.place([o.temp_path for o in ready], store_pk) if ready else []
+    for out, result in zip(ready, results, strict=True):
+        if isinstance(result, OSError):
+            out.fail(PROCESSING_FAILURE, f"could not write the instance ({result.strerror})")
             continue
-        try:
-            rel, size = state.blobs.commit(out.temp_path, store_pk)
-        except OSError as exc:
-            out.fail(PROCESSING_FAILURE, f"could not write the instance ({exc.strerror})")
-            continue
-        out.row.update(store=store_pk, path=rel, size=size)
-        placed.append((out, rel))
-    if placed:
-        state.blobs.sync_dirs([rel for _, rel in placed])
+        out.row.update(store=store_pk, path=result)
+        placed.append((out, result))
     duplicates: list[str] = []
     with state.catalog.write() as db:
         for out, rel in placed:

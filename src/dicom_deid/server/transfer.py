@@ -97,7 +97,7 @@ def start_import(state: ServerState, store: StoreName, body: dict) -> dict:
                     progress.failed(f"gs://{bucket_name}/{name}", "could not read the object")
                     continue
                 tmp.close()
-                batch.append((name, ingest.inspect(tmp.name)))
+                batch.append((name, ingest.prepare(state, tmp.name)))
             ingest.store(state, pk, [o for _, o in batch])
             for name, out in batch:
                 if out.ok:
