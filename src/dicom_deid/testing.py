@@ -46,6 +46,7 @@ class ServerProcess:
     log_path: Path
     proc: subprocess.Popen | None = None
     env: dict | None = None
+    args: list[str] | None = None  # extra ``dicom-deid serve`` options
 
     @property
     def url(self) -> str:
@@ -56,7 +57,7 @@ class ServerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dicom_deid.cli", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), "--data-dir", str(self.data_dir)],
+             "--port", str(self.port), "--data-dir", str(self.data_dir), *(self.args or [])],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})},
         )
         wait_http(f"{self.url}/healthz", self.proc)

@@ -119,6 +119,13 @@ class Catalog:
             db = self._local.db = self._connect()
         return db
 
+    def close(self) -> None:
+        """Close this thread's connection (before a fork: children open their own)."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction, taken immediately so writers queue instead of deadlocking."""

@@ -1,54 +1,114 @@
-"""Running the server: one process, or several worker processes on one socket.
+"""Running the server: one process, or one forked worker per core on a shared socket.
 
-Parsing uploads is CPU-bound Python, so on a multi-core machine the server runs one
-uvicorn worker per core. Recovery after a crash (sweeping temp files, ending
-interrupted operations) happens once, in the parent, before any worker starts:
-a worker doing it would delete a sibling's uploads in flight. Workers ask the kernel
-to kill them when the parent dies, so ``kill -9`` of the server stops all of it,
-as it does for a single process.
+Parsing uploads is CPU-bound Python, so on a multi-core machine the server runs
+several worker processes accepting on one listening socket. Recovery after a crash
+(sweeping temp files, ending interrupted operations) happens once, in the parent,
+before any worker exists: a worker doing it would delete a sibling's uploads in
+flight. Workers are forked after every import, so they start at once, and each asks
+the kernel to kill it when the parent dies: ``kill -9`` of the server stops all of
+it, as it would a single process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import logging
 import os
 import signal
+import socket
+import sys
+import time
 from pathlib import Path
 
 import uvicorn
-from starlette.applications import Starlette
 
 from .app import create_app
 from .state import ServerState
 
-_ENV_DATA_DIR = "DICOM_DEID_DATA_DIR"
-_ENV_MAX_BODY = "DICOM_DEID_MAX_BODY_BYTES"
+log = logging.getLogger("dicom_deid.server")
+
 _PR_SET_PDEATHSIG = 1
+_RESTART_PAUSE = 1.0
 
 
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def worker_app() -> Starlette:
-    """uvicorn's factory in each worker process (configuration comes by environment)."""
+def _die_with(parent: int) -> None:
+    """Have the kernel SIGKILL this process when ``parent`` exits (Linux)."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: workers may outlive a killed parent
-        pass
-    return create_app(Path(os.environ[_ENV_DATA_DIR]), int(os.environ[_ENV_MAX_BODY]),
-                      recover=False)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: a worker may outlive a killed parent
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _serve(sock: socket.socket | None, host: str, port: int, data_dir: Path,
+           max_body_bytes: int, recover: bool, log_level: str) -> None:
+    app = create_app(data_dir, max_body_bytes, recover=recover)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False)
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock] if sock is not None else None)
+
+
+def _fork_worker(sock: socket.socket, host: str, port: int, data_dir: Path,
+                 max_body_bytes: int, log_level: str) -> int:
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:
+        _die_with(parent)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _serve(sock, host, port, data_dir, max_body_bytes, False, log_level)
+    except BaseException:
+        code = 1
+        raise
+    finally:
+        os._exit(code)
 
 
 def run(host: str, port: int, data_dir: Path, max_body_bytes: int, workers: int,
         log_level: str = "warning") -> None:
     if workers <= 1:
-        app = create_app(data_dir, max_body_bytes)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+        _serve(None, host, port, data_dir, max_body_bytes, True, log_level)
         return
-    ServerState(data_dir, max_body_bytes=max_body_bytes).recover()
-    os.environ[_ENV_DATA_DIR] = str(data_dir.resolve())
-    os.environ[_ENV_MAX_BODY] = str(max_body_bytes)
-    uvicorn.run("dicom_deid.server.serve:worker_app", factory=True, host=host, port=port,
-                workers=workers, log_level=log_level, access_log=False)
+    state = ServerState(data_dir, max_body_bytes=max_body_bytes)
+    state.recover()
+    state.catalog.close()
+    sock = socket.create_server((host, port), reuse_port=False, backlog=2048)
+    sock.set_inheritable(True)
+    children = {_fork_worker(sock, host, port, data_dir, max_body_bytes, log_level)
+                for _ in range(workers)}
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        children.discard(pid)
+        if not stopping:
+            # A worker died on its own: replace it so capacity stays. Operations it was
+            # running stay unfinished until the next start-up marks them ABORTED.
+            log.error("worker %d exited (status %d); starting another", pid, status)
+            time.sleep(_RESTART_PAUSE)
+            children.add(_fork_worker(sock, host, port, data_dir, max_body_bytes, log_level))
+    sock.close()
+    sys.exit(0)
