@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from . import dicomweb, errors, operations, resources, transfer
 from .names import DatasetName, StoreName, dataset_name, location, store_name
+from .recovery import recover
 from .state import DEFAULT_MAX_BODY, ServerState
 from .urls import base_url
 
@@ -262,11 +263,11 @@ class Api:
 
 
 def create_app(data_dir: Path, max_body_bytes: int = DEFAULT_MAX_BODY,
-               recover: bool = True) -> Starlette:
-    """The server for one process; ``recover`` only where no sibling worker is running."""
+               run_recovery: bool = True) -> Starlette:
+    """The server for one process; recovery only where no sibling worker is running."""
     state = ServerState(Path(data_dir), max_body_bytes=max_body_bytes)
-    if recover:
-        state.recover()
+    if run_recovery:
+        recover(state)
     api = Api(state)
 
     async def health(_request: Request) -> Response:

@@ -24,16 +24,34 @@ from pathlib import Path
 import uvicorn
 
 from .app import create_app
+from .recovery import recover
 from .state import ServerState
 
 log = logging.getLogger("dicom_deid.server")
 
 _PR_SET_PDEATHSIG = 1
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
 _RESTART_PAUSE = 1.0
 
 
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
+
+
+def _tune_malloc() -> None:
+    """Keep memory flat under a stream of ~0.5 MB instance buffers (glibc only).
+
+    glibc raises its mmap threshold after freeing a large block, so later instance
+    buffers come from per-thread arenas that keep the freed memory: RSS then creeps
+    up with every new thread that touches an instance. A fixed threshold sends such
+    buffers back to the kernel on free; two arenas bound the rest.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+        libc.mallopt(_M_ARENA_MAX, 2)
+    except (OSError, AttributeError):
+        pass
 
 
 def _die_with(parent: int) -> None:
@@ -47,8 +65,8 @@ def _die_with(parent: int) -> None:
 
 
 def _serve(sock: socket.socket | None, host: str, port: int, data_dir: Path,
-           max_body_bytes: int, recover: bool, log_level: str) -> None:
-    app = create_app(data_dir, max_body_bytes, recover=recover)
+           max_body_bytes: int, run_recovery: bool, log_level: str) -> None:
+    app = create_app(data_dir, max_body_bytes, run_recovery=run_recovery)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False)
     server = uvicorn.Server(config)
     server.run(sockets=[sock] if sock is not None else None)
@@ -75,11 +93,12 @@ def _fork_worker(sock: socket.socket, host: str, port: int, data_dir: Path,
 
 def run(host: str, port: int, data_dir: Path, max_body_bytes: int, workers: int,
         log_level: str = "warning") -> None:
+    _tune_malloc()
     if workers <= 1:
         _serve(None, host, port, data_dir, max_body_bytes, True, log_level)
         return
     state = ServerState(data_dir, max_body_bytes=max_body_bytes)
-    state.recover()
+    recover(state)
     state.catalog.close()
     sock = socket.create_server((host, port), reuse_port=False, backlog=2048)
     sock.set_inheritable(True)

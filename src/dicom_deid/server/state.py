@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .blobs import BlobStore
 from .catalog import Catalog
-
-log = logging.getLogger("dicom_deid.server")
 
 DEFAULT_MAX_BODY = 4 * 1024**3
 
@@ -30,14 +27,3 @@ class ServerState:
         # Long-running operations (import, export, deidentify) run here, off the
         # request path; two workers match the machines this targets.
         self.jobs = ThreadPoolExecutor(max_workers=2, thread_name_prefix="operation")
-
-    def recover(self) -> None:
-        """Bring the data directory back to a consistent state after a crash."""
-        removed = self.blobs.sweep(self.catalog.all_instance_paths())
-        if removed:
-            log.info("start-up sweep removed %d unreferenced file(s)", removed)
-        from .operations import fail_interrupted
-
-        interrupted = fail_interrupted(self)
-        if interrupted:
-            log.info("marked %d interrupted operation(s) as failed", interrupted)
