@@ -260,6 +260,11 @@ class Api:
             raise errors.not_found("no such resource or method on this server")
         except errors.ApiError as exc:
             return JSONResponse(exc.body(), status_code=exc.code)
+        except Exception as exc:
+            # Logged by kind and place only: a traceback's messages could quote DICOM
+            # values, and uvicorn would print them if the exception escaped.
+            log.error("internal error: %s", errors.describe(exc))
+            return JSONResponse(errors.ApiError(500, "internal error").body(), status_code=500)
 
 
 def create_app(data_dir: Path, max_body_bytes: int = DEFAULT_MAX_BODY,
@@ -274,7 +279,7 @@ def create_app(data_dir: Path, max_body_bytes: int = DEFAULT_MAX_BODY,
         return JSONResponse({"status": "ok"})
 
     async def handle_500(_request: Request, exc: Exception) -> Response:
-        log.error("internal error: %s", type(exc).__name__)
+        log.error("internal error: %s", errors.describe(exc))
         return JSONResponse(errors.ApiError(500, "internal error").body(), status_code=500)
 
     app = Starlette(

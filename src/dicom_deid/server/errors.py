@@ -6,6 +6,7 @@ which may hold PHI.
 
 from __future__ import annotations
 
+import traceback
 from http import HTTPStatus
 
 _STATUS = {
@@ -53,3 +54,14 @@ def already_exists(message: str) -> ApiError:
 
 def failed_precondition(message: str) -> ApiError:
     return ApiError(400, message, "FAILED_PRECONDITION")
+
+
+def describe(exc: BaseException) -> str:
+    """Where and what kind of error, for logs: no message, since messages from DICOM
+    libraries can quote the values they choked on."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return type(exc).__name__
+    last = frames[-1]
+    where = f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
+    return f"{type(exc).__name__} at {where} in {last.name}"

@@ -124,7 +124,7 @@ def _run(state: ServerState, name: str, job: Job) -> None:
     except errors.ApiError as exc:
         error = {"code": _GRPC.get(exc.code, 13), "message": exc.message}
     except Exception as exc:  # the job failed as a whole; say what kind, not the data
-        log.exception("operation %s failed", name)
+        log.error("operation %s failed: %s", name, errors.describe(exc))
         error = {"code": 13, "message": f"internal error: {type(exc).__name__}"}
     progress.flush()
     with state.catalog.write() as db:
