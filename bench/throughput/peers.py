@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from dicom_deid.testing import free_port, wait_http
+from dicom_deid.testing import free_port, stop_process, wait_http
 
 ORTHANC_PLUGIN_DIR = Path("/usr/share/orthanc/plugins")
 
@@ -112,10 +112,4 @@ class Orthanc:
         return sorted(p for p in (self.root / "storage").rglob("*") if p.is_file())
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, 20)
