@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Callable
 from datetime import date, timedelta
 
 MAX_SHIFT_DAYS = 100
@@ -45,33 +46,36 @@ def _shift(year: str, month: str | None, day: str | None, days: int) -> str | No
     return out
 
 
-def shift_da(value: str, days: int) -> str | None:
-    """A DA value (possibly multi-valued, ``\\``-separated) moved by ``days``."""
+def _each(value: str, shift_one: Callable[[str], str | None]) -> str | None:
+    """Apply ``shift_one`` to every value of a ``\\``-separated multi-value; None if any fails."""
     out = []
     for item in value.split("\\"):
         item = item.strip()
-        if not item:
-            out.append("")
-            continue
-        m = _DA.fullmatch(item)
-        shifted = m and _shift(m[1], m[2], m[3], days)
-        if not shifted:
+        shifted = shift_one(item) if item else ""
+        if shifted is None:
             return None
         out.append(shifted)
     return "\\".join(out)
 
 
+def shift_da(value: str, days: int) -> str | None:
+    """A DA value (possibly multi-valued) moved by ``days``."""
+
+    def one(item: str) -> str | None:
+        m = _DA.fullmatch(item)
+        return _shift(m[1], m[2], m[3], days) if m else None
+
+    return _each(value, one)
+
+
 def shift_dt(value: str, days: int) -> str | None:
     """A DT value moved by ``days``: the date part moves, time and UTC offset stay."""
-    out = []
-    for item in value.split("\\"):
-        item = item.strip()
-        if not item:
-            out.append("")
-            continue
+
+    def one(item: str) -> str | None:
         m = _DT.fullmatch(item)
-        shifted = m and _shift(m[1], m[2], m[3], days)
-        if not shifted or (m[4] and not m[3]):
+        if not m or (m[4] and not m[3]):
             return None
-        out.append(shifted + (m[4] or "") + (m[5] or ""))
-    return "\\".join(out)
+        shifted = _shift(m[1], m[2], m[3], days)
+        return shifted + (m[4] or "") + (m[5] or "") if shifted else None
+
+    return _each(value, one)

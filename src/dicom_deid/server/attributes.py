@@ -59,8 +59,6 @@ INDEXED: tuple[Attribute, ...] = (
     _attr("ContentDate", "content_date", "instance"),
 )
 BY_KEYWORD = {a.keyword: a for a in INDEXED}
-BY_TAG = {a.tag: a for a in INDEXED}
-LEVELS = ("study", "series", "instance")
 
 # Attributes the server computes, returned at the levels where they make sense.
 COMPUTED = {

@@ -52,10 +52,6 @@ def already_exists(message: str) -> ApiError:
     return ApiError(409, message)
 
 
-def failed_precondition(message: str) -> ApiError:
-    return ApiError(400, message, "FAILED_PRECONDITION")
-
-
 def describe(exc: BaseException) -> str:
     """Where and what kind of error, for logs: no message, since messages from DICOM
     libraries can quote the values they choked on."""

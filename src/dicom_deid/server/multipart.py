@@ -20,8 +20,6 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from . import errors
 from .blobs import BlobStore
 
-CHUNK = 1024 * 1024
-
 
 def content_type(header: str | None) -> tuple[str, dict[str, str]]:
     """Split a Content-Type or Accept item into its type and parameters (lower-case keys)."""

@@ -74,19 +74,3 @@ def dataset_name(project: str, loc: str, dataset: str) -> DatasetName:
 def store_name(project: str, loc: str, dataset: str, store: str) -> StoreName:
     check_id(store, "DICOM store ID")
     return StoreName(dataset_name(project, loc, dataset), store)
-
-
-_STORE_PATH = re.compile(
-    r"projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/datasets/(?P<d>[^/]+)/dicomStores/(?P<s>[^/]+)"
-)
-
-
-def parse_store_name(name: str) -> StoreName:
-    """Parse a full store name such as a ``destinationStore`` field."""
-    m = _STORE_PATH.fullmatch(name or "")
-    if not m:
-        raise invalid(
-            "invalid DICOM store name: expected "
-            "projects/{project}/locations/{location}/datasets/{dataset}/dicomStores/{store}"
-        )
-    return store_name(m["p"], m["l"], m["d"], m["s"])
