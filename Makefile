@@ -25,7 +25,8 @@ system-deps:
 # The venv is rebuilt from the lock whenever the lock or pyproject changes.
 $(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check "uv>=0.4,<1"
+	test -x $(UV) || { $(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip >/dev/null; \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check "uv>=0.4,<1"; }
 	VIRTUAL_ENV=$(VENV) $(UV) pip install -q -r requirements/lock.txt
 	VIRTUAL_ENV=$(VENV) $(UV) pip install -q --no-deps -e .
 	touch $(STAMP)

@@ -14,11 +14,9 @@ import re
 from dataclasses import dataclass, field
 
 from pydicom import dcmread
-from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from ..engine.reading import complete
 from .attributes import extract
 from .state import ServerState
 
@@ -30,7 +28,6 @@ DUPLICATE = 0x0111
 DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 
-UNDEFINED = 0xFFFFFFFF
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
@@ -60,35 +57,6 @@ def _valid_uid(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID.fullmatch(value))
 
 
-def _is_sequence(elem: RawDataElement) -> bool:
-    if elem.VR is not None:
-        return elem.VR == "SQ"
-    try:
-        return dictionary_VR(elem.tag) == "SQ"
-    except KeyError:
-        return False
-
-
-def _complete(ds: Dataset) -> bool:
-    """True if no value is cut short, at any depth.
-
-    pydicom reads a truncated file without complaint, returning short values; its
-    raw elements keep the declared length, which is compared here. Sequences are
-    parsed (their items are checked the same way); other values stay undecoded,
-    which keeps this cheap.
-    """
-    for elem in ds.elements():
-        if not isinstance(elem, RawDataElement):
-            if elem.VR == "SQ" and not all(_complete(item) for item in elem.value):
-                return False
-            continue
-        if elem.length != UNDEFINED and elem.value is not None and len(elem.value) < elem.length:
-            return False
-        if _is_sequence(elem) and not all(_complete(item) for item in ds[elem.tag].value):
-            return False
-    return True
-
-
 def inspect(temp_path: str, study_uid: str | None = None) -> Outcome:
     """Parse one candidate instance; the outcome says whether it may be stored."""
     out = Outcome(temp_path)
@@ -96,7 +64,7 @@ def inspect(temp_path: str, study_uid: str | None = None) -> Outcome:
         return out.fail(CANNOT_UNDERSTAND, "empty part: no DICOM data")
     try:
         ds = dcmread(temp_path)
-        if not _complete(ds):
+        if not complete(ds):
             return out.fail(CANNOT_UNDERSTAND, "truncated: a value is shorter than its length")
     except InvalidDicomError:
         return out.fail(

@@ -1,0 +1,149 @@
+"""One instance in, one de-identified instance out (or a reason why not).
+
+This is the unit both the server's ``dicomStores.deidentify`` and the file CLI run
+in worker processes. It reads, applies the plan, marks the result, rebuilds the file
+meta and writes. The output keeps the input's transfer syntax so pixel data is
+copied byte for byte; a file with no meta is written with the encoding it was read
+in. Failures raise :class:`~.reading.UnreadableInstance` or
+:class:`DeidentifyError` with a message that never quotes a value of the file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from pydicom import dcmwrite
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from .. import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from . import identity
+from .dates import shift_days
+from .plan import MINIMAL, TAG_CONTENTS, Plan
+from .profiles import Context, apply_profile, known_identifiers
+from .reading import UnreadableInstance, read, required_uids
+
+
+class DeidentifyError(ValueError):
+    """De-identification of one instance failed; the message is safe to log."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The de-identified instance's identity (its new UIDs) and where it went."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    size: int
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts:
+        return str(ts)
+    implicit, little = ds.original_encoding
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def _temporal(plan: Plan, days: int | None) -> str:
+    if days is not None:
+        return "MODIFIED"
+    if plan.profile == TAG_CONTENTS and plan.transformation("DATE") is None:
+        return "UNMODIFIED"
+    return "REMOVED"
+
+
+def deidentify_dataset(ds: Dataset, plan: Plan) -> Dataset:
+    """Apply ``plan`` to ``ds`` in place and give it a consistent file meta."""
+    uids = required_uids(ds)
+    ts = _transfer_syntax(ds)
+    days = None
+    if plan.date_key is not None:
+        patient = str(ds.get("PatientID", "") or "").strip()
+        days = shift_days(patient or uids["StudyInstanceUID"], plan.date_key)
+    ctx = Context(plan, days)
+    if plan.profile in (TAG_CONTENTS, MINIMAL):
+        ctx.known = known_identifiers(ds)
+    apply_profile(ds, ctx)
+    identity.mark(ds, plan, _temporal(plan, days))
+    for keyword in ("SOPClassUID", "SOPInstanceUID"):
+        if keyword not in ds:  # a remove list may not take what the file meta needs
+            raise DeidentifyError(f"{keyword} was removed; it is required in every instance")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ts
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    ds.file_meta = meta
+    ds.preamble = b"\0" * 128
+    return ds
+
+
+def _write(ds: Dataset, out: BinaryIO) -> None:
+    ts = ds.file_meta.TransferSyntaxUID
+    if ts == DeflatedExplicitVRLittleEndian or ts.is_little_endian:
+        dcmwrite(out, ds, enforce_file_format=True)
+    else:
+        dcmwrite(out, ds, enforce_file_format=True, little_endian=False, implicit_vr=False)
+
+
+def deidentify_bytes(data: bytes | str | BinaryIO, plan: Plan) -> tuple[bytes, Outcome]:
+    """The de-identified Part 10 bytes of one instance, and its new identity."""
+    buf = io.BytesIO()
+    outcome = _run(data, plan, buf)
+    return buf.getvalue(), outcome
+
+
+def deidentify_file(src: str, dst: str, plan: Plan) -> Outcome:
+    """De-identify ``src`` into ``dst`` atomically: ``dst`` is complete or absent."""
+    folder = os.path.dirname(dst) or "."
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".deid-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            outcome = _run(src, plan, out)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return outcome
+
+
+def _run(source: bytes | str | BinaryIO, plan: Plan, out: BinaryIO) -> Outcome:
+    with warnings.catch_warnings():
+        # pydicom's warnings quote values from the file; none may reach a log.
+        warnings.simplefilter("ignore")
+        if isinstance(source, bytes):
+            source = io.BytesIO(source)
+        ds = read(source)
+        try:
+            deidentify_dataset(ds, plan)
+            start = out.tell()
+            _write(ds, out)
+            size = out.tell() - start
+        except (UnreadableInstance, DeidentifyError):
+            raise
+        except Exception as exc:  # report the kind of failure, never the data
+            raise DeidentifyError(
+                f"could not de-identify this instance ({type(exc).__name__})") from None
+    return Outcome(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID),
+                   str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID), size)
+
+

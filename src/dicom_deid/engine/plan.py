@@ -1,0 +1,182 @@
+"""A DeidentifyConfig turned into the decisions the engine makes per attribute.
+
+The config is the Cloud Healthcare API's own JSON (checked against its schema
+first), so one file drives both backends. Parsing it once per run, rather than per
+instance, keeps the per-instance work to table lookups.
+
+Where the API's documentation leaves a choice open, the choice made here is:
+
+* ``keepList`` / ``removeList`` may be given with a ``filterProfile`` (the API makes
+  them alternatives); they then override the profile for the tags they name. A
+  ``keepList`` alone means the minimal keep list plus those tags, as the API
+  describes it ("keep these, remove all other tags").
+* ``skipIdRedaction`` keeps *every* UID (the Retain UIDs Option), not only the four
+  instance UIDs the API names: keeping those four while replacing the UIDs that
+  refer to them would leave references pointing nowhere.
+* A ``dateShiftConfig`` in ``config.text`` also selects the Retain Longitudinal
+  Temporal Information with Modified Dates Option of the basic profile: dates are
+  shifted per patient instead of emptied.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+
+from pydicom.datadict import tag_for_keyword
+from pydicom.tag import Tag
+
+from .config_schema import ConfigError, validate
+
+KEEP_ALL = "KEEP_ALL_PROFILE"
+MINIMAL = "MINIMAL_KEEP_LIST_PROFILE"
+BASIC = "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"
+TAG_CONTENTS = "DEIDENTIFY_TAG_CONTENTS"
+
+# What Cloud DLP calls the infoTypes this engine detects (see infotypes.py).
+INFO_TYPES = ("PERSON_NAME", "DATE", "AGE", "PHONE_NUMBER", "EMAIL_ADDRESS", "LOCATION",
+              "MEDICAL_RECORD_NUMBER", "US_SOCIAL_SECURITY_NUMBER", "URL", "IP_ADDRESS")
+_METHODS = ("redactConfig", "characterMaskConfig", "replaceWithInfoTypeConfig",
+            "cryptoHashConfig", "dateShiftConfig")
+
+
+@dataclass(frozen=True)
+class Transformation:
+    """What to do with a span of detected text of some infoTypes."""
+
+    method: str  # one of _METHODS
+    info_types: frozenset[str]  # empty: any infoType
+    mask: str = "*"
+    key: bytes | None = None
+
+    def applies_to(self, info_type: str) -> bool:
+        return not self.info_types or info_type in self.info_types
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the engine needs to de-identify one instance, decided once per run."""
+
+    profile: str
+    key: bytes
+    keep: frozenset[int] = frozenset()
+    remove: frozenset[int] = frozenset()
+    retain_uids: bool = False
+    retain_safe_private: bool = False
+    date_key: bytes | None = None  # set: dates are shifted per patient, not emptied
+    transformations: tuple[Transformation, ...] = ()
+    exclude: frozenset[str] = frozenset()
+    keep_list_only: bool = False
+    options: tuple[str, ...] = field(default=())
+
+    def transformation(self, info_type: str) -> Transformation | None:
+        """The transformation for ``info_type``; the last one that names it wins."""
+        if info_type in self.exclude:
+            return None
+        found = None
+        for item in self.transformations:
+            if item.applies_to(info_type):
+                found = item
+        return found
+
+
+def parse_tag(text: str, path: str) -> int:
+    """A tag given by keyword (``PatientID``) or hex (``00100020``, ``(0010,0020)``)."""
+    value = text.strip()
+    tag = tag_for_keyword(value)
+    if tag is not None:
+        return int(tag)
+    digits = value.strip("()").replace(",", "").replace(" ", "")
+    if len(digits) == 8:
+        try:
+            return int(Tag(int(digits, 16)))
+        except ValueError:
+            pass
+    raise ConfigError(path, "is neither a DICOM keyword nor an 8-digit hex tag")
+
+
+def _key(text: str | None, path: str) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise ConfigError(path, "must be base64") from None
+    if len(raw) not in (16, 24, 32):
+        raise ConfigError(path, "must be an AES-128/192/256 key (16, 24 or 32 bytes)")
+    return raw
+
+
+def _transformations(items: list[dict], path: str, default_key: bytes) -> list[Transformation]:
+    out = []
+    for i, item in enumerate(items):
+        chosen = [m for m in _METHODS if m in item]
+        if len(chosen) != 1:
+            raise ConfigError(f"{path}[{i}]", "must set exactly one of " + ", ".join(_METHODS))
+        method = chosen[0]
+        body = item[method] or {}
+        if "kmsWrapped" in body:
+            raise ConfigError(f"{path}[{i}].{method}.kmsWrapped",
+                              "Cloud KMS keys are not available locally; give cryptoKey")
+        info_types = frozenset(item.get("infoTypes") or ())
+        key = _key(body.get("cryptoKey"), f"{path}[{i}].{method}.cryptoKey") or default_key
+        mask = body.get("maskingCharacter") or "*"
+        if len(mask) != 1:
+            raise ConfigError(f"{path}[{i}].{method}.maskingCharacter", "must be one character")
+        out.append(Transformation(method, info_types, mask, key))
+    return out
+
+
+def build_plan(config: dict | None, key: bytes, *, retain_safe_private: bool = False) -> Plan:
+    """Check ``config`` against the API schema and decide how to apply it.
+
+    ``key`` is the run's secret: it keys UID replacement and, when the config gives
+    no ``cryptoKey`` of its own, date shifting and hashing. The same key on the same
+    input gives byte-identical output.
+    """
+    config = config or {}
+    validate(config)
+    dicom = config.get("dicom") or {}
+    text = config.get("text") or {}
+    profile = dicom.get("filterProfile") or KEEP_ALL
+    if profile == "TAG_FILTER_PROFILE_UNSPECIFIED":
+        profile = KEEP_ALL
+    keep = frozenset(parse_tag(t, f"config.dicom.keepList.tags[{i}]")
+                     for i, t in enumerate((dicom.get("keepList") or {}).get("tags") or ()))
+    remove = frozenset(parse_tag(t, f"config.dicom.removeList.tags[{i}]")
+                       for i, t in enumerate((dicom.get("removeList") or {}).get("tags") or ()))
+    keep_list_only = "filterProfile" not in dicom and "keepList" in dicom
+    if keep_list_only:
+        profile = MINIMAL
+    transformations = _transformations(
+        list(text.get("transformations") or ()), "config.text.transformations", key)
+    transformations += _transformations(
+        list(text.get("additionalTransformations") or ()),
+        "config.text.additionalTransformations", key)
+    date_key = next((t.key for t in transformations if t.method == "dateShiftConfig"), None)
+    if not transformations:
+        # The API's default for detected text: replace it with the infoType's name.
+        transformations = [Transformation("replaceWithInfoTypeConfig", frozenset(), key=key)]
+    retain_uids = bool(dicom.get("skipIdRedaction"))
+    options = []
+    if retain_uids:
+        options.append("rtnUIDsOpt")
+    if retain_safe_private:
+        options.append("rtnSafePrivOpt")
+    if date_key is not None:
+        options.append("rtnLongModifDatesOpt")
+    return Plan(
+        profile=profile, key=key, keep=keep, remove=remove, retain_uids=retain_uids,
+        retain_safe_private=retain_safe_private, date_key=date_key,
+        transformations=tuple(transformations),
+        exclude=frozenset(text.get("excludeInfoTypes") or ()),
+        keep_list_only=keep_list_only, options=tuple(options))
+
+
+def digest(config: dict | None) -> str:
+    """A short, stable fingerprint of a config, for reports (never the config's keys)."""
+    import json
+
+    canonical = json.dumps(config or {}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,326 @@
+"""The four tag filter profiles applied to a dataset, at every depth of sequences.
+
+Each element gets one action, in the vocabulary of PS3.15 Table E.1-1: ``K`` keep,
+``X`` remove, ``Z`` empty, ``D`` dummy, ``U`` new UID, ``C`` clean (dates shifted,
+text cleaned of detected identifiers), plus ``T`` for the tag-contents profile
+(inspect the value by its VR). Elements that stay as they are are never decoded, so
+their bytes are written back unchanged; only what changes is touched.
+
+The combined actions of the table (``Z/D``, ``X/Z``, ``X/D``, ``X/Z/D``, ``X/Z/U*``)
+mean "the stronger one, unless the IOD requires otherwise": removal, unless the
+minimal keep list says the attribute is required (type 1 -> dummy, type 2 -> empty).
+``X/Z/U*`` rows are references: their UIDs are replaced, so they stay resolvable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from . import infotypes, text_transforms
+from .dates import shift_da, shift_dt
+from .plan import KEEP_ALL, MINIMAL, TAG_CONTENTS, Plan
+from .ps315 import table
+from .safe_private import is_safe
+from .uids import new_uid
+
+TEXT_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "DA", "DT", "AS"})
+STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST",
+                        "TM", "UC", "UI", "UR", "UT"})
+_DUMMY = {"AE": "ANONYMOUS", "AS": "000Y", "CS": "ANONYMIZED", "DA": "19000101",
+          "DS": "0", "DT": "19000101000000", "IS": "0", "LO": "ANONYMIZED", "LT": "ANONYMIZED",
+          "PN": "ANONYMIZED", "SH": "ANONYMIZED", "ST": "ANONYMIZED", "TM": "000000",
+          "UC": "ANONYMIZED", "UR": "", "UT": "ANONYMIZED"}
+_NUMBERS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
+
+
+@lru_cache(maxsize=1)
+def minimal_keep_list() -> dict[int, str]:
+    """Tag -> type ("1", "2", "3", or "C" for kept-but-cleaned) of the minimal profile."""
+    path = resources.files(__package__).joinpath("data/minimal-keep-list.json")
+    out: dict[int, str] = {}
+    for module, entries in json.loads(path.read_text()).items():
+        if module.startswith("_"):
+            continue
+        for keyword, kind in entries.items():
+            out[int(tag_for_keyword(keyword))] = kind
+    return out
+
+
+@lru_cache(maxsize=1)
+def uid_tags() -> frozenset[int]:
+    """Tags the table replaces with a new UID (``U`` and ``X/Z/U*`` rows)."""
+    t = table()
+    return frozenset(tag for tag, rule in t._exact.items() if "U" in rule.basic)
+
+
+@dataclass
+class Context:
+    """The per-instance state of one run: its patient's date shift, its own identifiers."""
+
+    plan: Plan
+    days: int | None = None
+    known: dict[str, str] = field(default_factory=dict)
+    changed_private: int = 0
+
+    def uid(self, value: str) -> str:
+        return _uid(value, self.plan.key)
+
+
+@lru_cache(maxsize=65536)
+def _uid(value: str, key: bytes) -> str:
+    return new_uid(value, key)
+
+
+def vr_of(elem: DataElement | RawDataElement) -> str:
+    """The VR of an element, from the file when explicit, else from the dictionary."""
+    if elem.VR:
+        return str(elem.VR)
+    try:
+        return dictionary_VR(elem.tag)
+    except KeyError:
+        return "UN"
+
+
+def _resolve(action: str, tag: int) -> str:
+    """A combined table action reduced to one, given what the IOD requires."""
+    if "/" not in action:
+        return action
+    if action == "X/Z/U*":
+        return "U"
+    required = minimal_keep_list().get(tag)
+    choices = action.split("/")
+    if required == "1":
+        return "D" if "D" in choices else "Z"
+    if required == "2":
+        return "Z" if "Z" in choices else "D"
+    return choices[0]
+
+
+def decide(tag: int, ctx: Context, depth: int) -> str:
+    """The action of the plan's profile for one (non-private) element."""
+    plan = ctx.plan
+    profile = plan.profile
+    if profile == KEEP_ALL:
+        return "U" if tag in uid_tags() and not plan.retain_uids else "K"
+    if profile == TAG_CONTENTS:
+        return "U" if tag in uid_tags() and not plan.retain_uids else "T"
+    rule = table().rule(tag)
+    basic = _resolve(rule.action(plan.options), tag) if rule is not None else "K"
+    if profile == MINIMAL and depth == 0:
+        kind = minimal_keep_list().get(tag)
+        if kind is None:
+            return "X"
+        if kind == "C":
+            return "C"
+        if basic in ("K", "U", "C"):
+            return basic
+        return {"1": "D", "2": "Z"}.get(kind, basic)
+    return basic
+
+
+def apply_profile(ds: Dataset, ctx: Context, depth: int = 0) -> None:
+    """Apply the plan's profile to ``ds`` in place, recursing into sequences."""
+    plan = ctx.plan
+    private: list[int] = []
+    for tag in list(ds.keys()):
+        tag = int(tag)
+        if tag in plan.remove:
+            del ds[tag]
+            continue
+        if tag in plan.keep:
+            continue
+        if tag & 0xFFFF == 0:  # group lengths are retired and would be wrong after this
+            del ds[tag]
+            continue
+        if tag >> 16 & 1:
+            private.append(tag)
+            continue
+        _act(ds, tag, decide(tag, ctx, depth), ctx, depth)
+    if private and plan.profile != KEEP_ALL:
+        _private(ds, private, ctx, depth)
+
+
+def _recurse(elem: DataElement, ctx: Context, depth: int) -> None:
+    for item in elem.value or ():
+        apply_profile(item, ctx, depth + 1)
+
+
+def _is_sequence(raw: DataElement | RawDataElement) -> bool:
+    return vr_of(raw) == "SQ"
+
+
+def _act(ds: Dataset, tag: int, action: str, ctx: Context, depth: int) -> None:
+    raw = ds.get_item(tag)
+    if action == "K":
+        if _is_sequence(raw):
+            _recurse(ds[tag], ctx, depth)
+        return
+    if action == "X":
+        del ds[tag]
+        return
+    elem = ds[tag]
+    vr = vr_of(elem)
+    if vr == "SQ":
+        if action == "Z":
+            elem.value = []
+        else:  # D, C, U, T on a sequence: keep its structure, apply the profile inside
+            _recurse(elem, ctx, depth)
+        return
+    if elem.is_empty:
+        return
+    if action == "Z":
+        elem.value = None
+    elif action == "D":
+        _dummy(elem, vr, ctx)
+    elif action == "U":
+        if vr == "UI":
+            _set_strings(elem, [ctx.uid(v) if v else v for v in _strings(elem)])
+        else:
+            _dummy(elem, vr, ctx)
+    elif action == "C" or (action == "T" and vr in TEXT_VRS):
+        _clean(elem, vr, ctx)
+
+
+def _strings(elem: DataElement) -> list[str]:
+    value = elem.value
+    if isinstance(value, MultiValue | list | tuple):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _set_strings(elem: DataElement, values: list[str]) -> None:
+    elem.value = values[0] if len(values) == 1 else values
+
+
+def _dummy(elem: DataElement, vr: str, ctx: Context) -> None:
+    if vr == "UI":
+        _set_strings(elem, [ctx.uid(v) for v in _strings(elem)])
+    elif vr in _DUMMY:
+        elem.value = _DUMMY[vr]
+    elif vr in _NUMBERS:
+        elem.value = 0
+    else:  # OB, OW, UN, OF...: nothing meaningful to put there
+        elem.value = None
+
+
+def _clean(elem: DataElement, vr: str, ctx: Context) -> None:
+    """``C`` / tag contents: shift dates, transform identifying text by infoType."""
+    plan = ctx.plan
+    if vr in ("DA", "DT"):
+        how = plan.transformation("DATE")
+        if how is None and plan.profile == TAG_CONTENTS:
+            return
+        shifted = None
+        if ctx.days is not None and (how is None or how.method == "dateShiftConfig"):
+            shift = shift_da if vr == "DA" else shift_dt
+            shifted = shift(str(elem.value if not isinstance(elem.value, MultiValue)
+                                else "\\".join(elem.value)), ctx.days)
+        elem.value = shifted.split("\\") if shifted and "\\" in shifted else (shifted or None)
+        return
+    if vr == "TM":
+        return  # a day shift does not move a time of day
+    if vr not in TEXT_VRS:
+        return
+    keyword = keyword_for_tag(elem.tag)
+    whole = ("PERSON_NAME" if vr == "PN" else "AGE" if vr == "AS"
+             else infotypes.ATTRIBUTE_INFO_TYPES.get(keyword))
+    out = []
+    for value in _strings(elem):
+        if not value:
+            out.append(value)
+            continue
+        if whole is not None:
+            how = plan.transformation(whole)
+            if how is None:
+                out.append(value)
+                continue
+            if vr == "AS":
+                out.append("")
+                continue
+            new = text_transforms.replacement(value, whole, how, ctx.days)
+        else:
+            spans = infotypes.find(value, ctx.known)
+            new = text_transforms.apply(value, spans, plan, ctx.days)
+        out.append(text_transforms.fit(new, vr))
+    if out != _strings(elem):
+        _set_strings(elem, out)
+
+
+def _private(ds: Dataset, tags: list[int], ctx: Context, depth: int) -> None:
+    """Remove private elements, keeping the safe ones when the option is on.
+
+    A private creator (``gggg,0010-00FF``) stays only while an element of its block
+    stays, so no orphaned reservation is left behind.
+    """
+    keep_blocks: set[int] = set()
+    creators: list[int] = []
+    for tag in tags:
+        element = tag & 0xFFFF
+        if 0x0010 <= element <= 0x00FF:
+            creators.append(tag)
+            continue
+        block = (tag & 0xFFFF0000) | (element >> 8)
+        keep = False
+        if ctx.plan.retain_safe_private and element >= 0x1000:
+            creator = ds.get_item(block)
+            if creator is not None:
+                keep = is_safe(_creator_name(creator), tag >> 16, element & 0xFF)
+        if keep:
+            keep_blocks.add(block)
+        else:
+            del ds[tag]
+            ctx.changed_private += 1
+    for tag in creators:
+        if tag not in keep_blocks and tag not in ctx.plan.keep:
+            del ds[tag]
+
+
+def _creator_name(elem: DataElement | RawDataElement) -> str:
+    value = elem.value
+    if isinstance(value, bytes):
+        value = value.decode("latin-1", "replace")
+    return str(value or "").strip(" \x00")
+
+
+# Attributes whose values are the patient's or staff's own identifiers, looked for in
+# the instance's free text under the text-cleaning profiles.
+_KNOWN_KEYWORDS = tuple(k for k in (
+    "PatientID", "OtherPatientIDs", "AccessionNumber", "InstitutionName", "InstitutionAddress",
+    "InstitutionalDepartmentName", "PatientAddress", "StationName", "MedicalRecordLocator",
+    "AdmissionID", "StudyID", "PatientTelephoneNumbers", "IssuerOfPatientID",
+) if tag_for_keyword(k) is not None)
+
+
+def known_identifiers(ds: Dataset) -> dict[str, str]:
+    """The instance's own identifying values (upper-case) and their infoTypes."""
+    known: dict[str, str] = {}
+    for elem in ds:
+        vr = vr_of(elem)
+        if vr == "PN" and not elem.is_empty:
+            for value in _strings(elem):
+                for part in value.replace("=", "^").replace(" ", "^").split("^"):
+                    part = part.strip(" ,.")
+                    if len(part) >= 3:
+                        known[part.upper()] = "PERSON_NAME"
+        elif vr == "DA" and elem.keyword == "PatientBirthDate" and not elem.is_empty:
+            v = str(elem.value)
+            if len(v) == 8 and v.isdigit():
+                y, m, d = v[:4], v[4:6], v[6:]
+                for form in (v, f"{y}-{m}-{d}", f"{m}/{d}/{y}", f"{d}/{m}/{y}", f"{d}.{m}.{y}"):
+                    known[form] = "DATE"
+        elif elem.keyword in _KNOWN_KEYWORDS and not elem.is_empty and vr in STRING_VRS:
+            info_type = infotypes.ATTRIBUTE_INFO_TYPES.get(elem.keyword, "MEDICAL_RECORD_NUMBER")
+            for value in _strings(elem):
+                value = value.strip()
+                if len(value) >= 3:
+                    known[value.upper()] = info_type
+    return known
+
