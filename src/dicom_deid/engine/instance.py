@@ -11,6 +11,7 @@ in. Failures raise :class:`~.reading.UnreadableInstance` or
 from __future__ import annotations
 
 import io
+import logging
 import os
 import tempfile
 import warnings
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from pydicom import dcmwrite
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -32,6 +34,10 @@ from .dates import shift_days
 from .plan import MINIMAL, TAG_CONTENTS, Plan
 from .profiles import Context, apply_profile, known_identifiers
 from .reading import UnreadableInstance, read, required_uids
+
+# pydicom logs (as well as warns) about odd values, quoting them: no value of an
+# input may reach a log, so only its errors are let through.
+logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 
 class DeidentifyError(ValueError):
@@ -98,6 +104,11 @@ def deidentify_dataset(ds: Dataset, plan: Plan) -> Dataset:
 
 def _write(ds: Dataset, out: BinaryIO) -> None:
     ts = ds.file_meta.TransferSyntaxUID
+    if any(isinstance(e, RawDataElement) and e.is_implicit_VR != ts.is_implicit_VR
+           for e in ds.elements()):
+        # The body is not encoded as its meta says (an implicit body under an explicit
+        # syntax is common): decode every element so it is written as the syntax says.
+        ds.walk(lambda _ds, _elem: None)
     if ts == DeflatedExplicitVRLittleEndian or ts.is_little_endian:
         dcmwrite(out, ds, enforce_file_format=True)
     else:

@@ -26,7 +26,7 @@ from pydicom.multival import MultiValue
 
 from . import infotypes, text_transforms
 from .dates import shift_da, shift_dt
-from .plan import KEEP_ALL, MINIMAL, TAG_CONTENTS, Plan
+from .plan import BASIC, KEEP_ALL, MINIMAL, TAG_CONTENTS, Plan
 from .ps315 import table
 from .safe_private import is_safe
 from .uids import new_uid
@@ -37,7 +37,7 @@ STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "P
 _DUMMY = {"AE": "ANONYMOUS", "AS": "000Y", "CS": "ANONYMIZED", "DA": "19000101",
           "DS": "0", "DT": "19000101000000", "IS": "0", "LO": "ANONYMIZED", "LT": "ANONYMIZED",
           "PN": "ANONYMIZED", "SH": "ANONYMIZED", "ST": "ANONYMIZED", "TM": "000000",
-          "UC": "ANONYMIZED", "UR": "", "UT": "ANONYMIZED"}
+          "UC": "ANONYMIZED", "UR": "https://deidentified.invalid/", "UT": "ANONYMIZED"}
 _NUMBERS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
 
 
@@ -56,9 +56,31 @@ def minimal_keep_list() -> dict[int, str]:
 
 @lru_cache(maxsize=1)
 def uid_tags() -> frozenset[int]:
-    """Tags the table replaces with a new UID (``U`` and ``X/Z/U*`` rows)."""
-    t = table()
-    return frozenset(tag for tag, rule in t._exact.items() if "U" in rule.basic)
+    """Tags whose UIDs are replaced: ``U`` and ``X/Z/U*`` rows, and UI rows the Retain
+    UIDs Option keeps (such as Annotation Group UID, ``D`` in the basic column)."""
+    out = set()
+    for rule in table().rules:
+        tag = _exact_tag(rule.tag)
+        if tag is None:
+            continue
+        if "U" in rule.basic or ("rtnUIDsOpt" in rule.options and _vr(tag) == "UI"):
+            out.add(tag)
+    return frozenset(out)
+
+
+def _exact_tag(text: str) -> int | None:
+    digits = text.strip("()").replace(",", "")
+    try:
+        return int(digits, 16)
+    except ValueError:
+        return None
+
+
+def _vr(tag: int) -> str:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return "UN"
 
 
 @dataclass
@@ -104,16 +126,24 @@ def _resolve(action: str, tag: int) -> str:
     return choices[0]
 
 
-def decide(tag: int, ctx: Context, depth: int) -> str:
-    """The action of the plan's profile for one (non-private) element."""
+def decide(tag: int, ctx: Context, depth: int, strict: bool = False) -> str:
+    """The action of the plan's profile for one (non-private) element.
+
+    ``strict`` is set inside a sequence the table replaces (``D``, ``U``...) rather
+    than keeps: there, text and dates the table has no row for are not kept either.
+    """
     plan = ctx.plan
     profile = plan.profile
     if profile == KEEP_ALL:
         return "U" if tag in uid_tags() and not plan.retain_uids else "K"
     if profile == TAG_CONTENTS:
         return "U" if tag in uid_tags() and not plan.retain_uids else "T"
+    group = tag >> 16
+    if 0x6000 <= group <= 0x601E and not group & 1 and "cleanGraphOpt" not in plan.options:
+        return "X"  # the overlay's data and comments go, so the whole plane goes
     rule = table().rule(tag)
-    basic = _resolve(rule.action(plan.options), tag) if rule is not None else "K"
+    basic = _resolve(rule.action(plan.options), tag) if rule is not None else (
+        "S" if strict else "K")
     if profile == MINIMAL and depth == 0:
         kind = minimal_keep_list().get(tag)
         if kind is None:
@@ -126,7 +156,7 @@ def decide(tag: int, ctx: Context, depth: int) -> str:
     return basic
 
 
-def apply_profile(ds: Dataset, ctx: Context, depth: int = 0) -> None:
+def apply_profile(ds: Dataset, ctx: Context, depth: int = 0, strict: bool = False) -> None:
     """Apply the plan's profile to ``ds`` in place, recursing into sequences."""
     plan = ctx.plan
     private: list[int] = []
@@ -143,14 +173,14 @@ def apply_profile(ds: Dataset, ctx: Context, depth: int = 0) -> None:
         if tag >> 16 & 1:
             private.append(tag)
             continue
-        _act(ds, tag, decide(tag, ctx, depth), ctx, depth)
+        _act(ds, tag, decide(tag, ctx, depth, strict), ctx, depth)
     if private and plan.profile != KEEP_ALL:
         _private(ds, private, ctx, depth)
 
 
-def _recurse(elem: DataElement, ctx: Context, depth: int) -> None:
+def _recurse(elem: DataElement, ctx: Context, depth: int, strict: bool = False) -> None:
     for item in elem.value or ():
-        apply_profile(item, ctx, depth + 1)
+        apply_profile(item, ctx, depth + 1, strict)
 
 
 def _is_sequence(raw: DataElement | RawDataElement) -> bool:
@@ -159,6 +189,10 @@ def _is_sequence(raw: DataElement | RawDataElement) -> bool:
 
 def _act(ds: Dataset, tag: int, action: str, ctx: Context, depth: int) -> None:
     raw = ds.get_item(tag)
+    if action == "S":
+        vr = vr_of(raw)
+        action = "D" if vr in TEXT_VRS - {"DA", "DT", "AS"} else "Z" if vr in (
+            "DA", "DT", "TM", "AS") else "K"
     if action == "K":
         if _is_sequence(raw):
             _recurse(ds[tag], ctx, depth)
@@ -172,7 +206,8 @@ def _act(ds: Dataset, tag: int, action: str, ctx: Context, depth: int) -> None:
         if action == "Z":
             elem.value = []
         else:  # D, C, U, T on a sequence: keep its structure, apply the profile inside
-            _recurse(elem, ctx, depth)
+            _recurse(elem, ctx, depth, strict=action in ("D", "U") and ctx.plan.profile in (
+                BASIC, MINIMAL))
         return
     if elem.is_empty:
         return
@@ -207,8 +242,8 @@ def _dummy(elem: DataElement, vr: str, ctx: Context) -> None:
         elem.value = _DUMMY[vr]
     elif vr in _NUMBERS:
         elem.value = 0
-    else:  # OB, OW, UN, OF...: nothing meaningful to put there
-        elem.value = None
+    else:  # OB, OW, UN, OF...: zeros, as short as the VR allows
+        elem.value = b"\0" * (8 if vr in ("OD", "OV") else 4 if vr in ("OF", "OL") else 2)
 
 
 def _clean(elem: DataElement, vr: str, ctx: Context) -> None:

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import dicomweb, errors, operations, resources, transfer
+from . import deidentify, dicomweb, errors, operations, resources, transfer
 from .names import DatasetName, StoreName, dataset_name, location, store_name
 from .recovery import recover
 from .state import DEFAULT_MAX_BODY, ServerState
@@ -135,6 +135,10 @@ class Api:
     @route("POST", rf"{_ST}:import")
     async def import_(self, r: Request, a: list[str]) -> Response:
         return await _sync(transfer.start_import, self.state, _st(a), await _body(r))
+
+    @route("POST", rf"{_ST}:deidentify")
+    async def deidentify(self, r: Request, a: list[str]) -> Response:
+        return await _sync(deidentify.start, self.state, _st(a), await _body(r))
 
     @route("POST", rf"{_ST}:export")
     async def export(self, r: Request, a: list[str]) -> Response:

@@ -31,7 +31,7 @@ def client() -> storage.Client:
     return storage.Client()
 
 
-def _split(uri: str, what: str) -> tuple[str, str]:
+def split_uri(uri: str, what: str) -> tuple[str, str]:
     m = _GS.fullmatch(uri or "")
     if not m:
         raise errors.invalid(f"{what} must be a gs://bucket/path URI")
@@ -63,7 +63,7 @@ def start_import(state: ServerState, store: StoreName, body: dict) -> dict:
     uri = ((body or {}).get("gcsSource") or {}).get("uri")
     if not uri:
         raise errors.invalid("gcsSource.uri is required")
-    bucket_name, path = _split(uri, "gcsSource.uri")
+    bucket_name, path = split_uri(uri, "gcsSource.uri")
     wild = min([i for i in (path.find("*"), path.find("?")) if i >= 0], default=-1)
 
     def job(progress: operations.Progress) -> dict:
@@ -140,7 +140,7 @@ def start_export(state: ServerState, store: StoreName, body: dict) -> dict:
     prefix_uri = dest.get("uriPrefix")
     if not prefix_uri:
         raise errors.invalid("gcsDestination.uriPrefix is required")
-    bucket_name, prefix = _split(prefix_uri, "gcsDestination.uriPrefix")
+    bucket_name, prefix = split_uri(prefix_uri, "gcsDestination.uriPrefix")
     prefix = prefix.rstrip("/")
     kind, ts = _export_format(dest.get("mimeType"))
     if ts is not None and ts not in pixels.UNCOMPRESSED:
