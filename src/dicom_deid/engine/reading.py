@@ -59,8 +59,34 @@ def complete(ds: Dataset) -> bool:
     return True
 
 
+def _looks_like_dicom(head: bytes) -> bool:
+    """A Part 10 prefix, or a bare dataset starting with a low group (0000-0010).
+
+    ``force`` makes pydicom read anything; a text file would come back as nonsense
+    elements. Bare datasets in the wild start with groups 0002, 0008 or 0010.
+    """
+    if head[128:132] == b"DICM":
+        return True
+    if len(head) < 8:
+        return False
+    return int.from_bytes(head[:2], "little") <= 0x0010 or int.from_bytes(
+        head[:2], "big") <= 0x0010
+
+
 def read(source: str | BinaryIO, *, force: bool = True) -> Dataset:
     """A complete dataset, or :class:`UnreadableInstance` saying what is wrong."""
+    if isinstance(source, str):
+        with open(source, "rb") as f:
+            head = f.read(132)
+    else:
+        start = source.tell()
+        head = source.read(132)
+        source.seek(start)
+    if not head:
+        raise UnreadableInstance("empty file: no DICOM data")
+    if not _looks_like_dicom(head):
+        raise UnreadableInstance(
+            "not DICOM: no 128-byte preamble and 'DICM' prefix, nor a bare dataset")
     try:
         ds = dcmread(source, force=force)
         if not complete(ds):
