@@ -94,9 +94,9 @@ _PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
         r"([A-Z0-9][A-Z0-9-]{3,})", re.IGNORECASE)),
     ("MEDICAL_RECORD_NUMBER", re.compile(r"\b\d{7,}\b")),
     ("PERSON_NAME", re.compile(
-        r"(?i:\b(?:dr|doctor|mr|mrs|ms|miss|prof|professor|patient|pt|physician|radiologist|"
+        r"(?i:(?:\b(?:dr|doctor|mr|mrs|ms|miss|prof|professor|patient|pt|physician|radiologist|"
         r"technologist|tech|nurse|operator|surgeon|attending|resident|name|seen by|referred by|"
-        r"signed by|read by|reviewed by|dictated by|performed by|ordered by)\b\.?:?\s+)"
+        r"signed by|read by|reviewed by|dictated by|performed by|ordered by)\b\.?:?\s+)+)"
         r"((?:" + _NAME + r")(?:[\s^,]+(?:" + _NAME + r")){0,2})")),
     ("PERSON_NAME", re.compile(r"\b[A-Za-z][A-Za-z'\-]*\^[A-Za-z'\-^]+")),
     ("LOCATION", re.compile(

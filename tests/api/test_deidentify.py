@@ -1,0 +1,149 @@
+"""``dicomStores.deidentify`` on the local server, driven by the discovery client.
+
+Source instances go in over STOW-RS (dicomweb-client), the operation is polled like
+any client would, the destination is read back over DICOMweb, and every count
+reconciles: destination instances + failures = source instances.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from googleapiclient.errors import HttpError
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from dicom_deid.corpus.markers import marked_instance
+from tests.helpers import retrieve_raw, stow_raw, wait_operation
+
+METHOD = "google.cloud.healthcare.v1.dicom.DicomService.DeidentifyDicomStore"
+BASIC = {"dicom": {"filterProfile": "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"}}
+FILES = ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "examples_rgb_color.dcm",
+         "waveform_ecg.dcm")
+
+
+def _stores(healthcare):  # noqa: ANN202
+    return healthcare.projects().locations().datasets().dicomStores()
+
+
+def new_store(healthcare, dataset: str) -> str:
+    store_id = f"d-{uuid.uuid4().hex[:12]}"
+    _stores(healthcare).create(parent=dataset, dicomStoreId=store_id, body={}).execute()
+    return f"{dataset}/dicomStores/{store_id}"
+
+
+@pytest.fixture
+def source(server, store: str):  # noqa: ANN201
+    """A store holding pydicom samples and one marker-planted instance."""
+    parts = [Path(get_testdata_file(name)).read_bytes() for name in FILES]
+    marked = marked_instance(seed=7)
+    parts.append(marked.to_bytes())
+    r = stow_raw(f"{server.url}/v1/{store}/dicomWeb", parts)
+    assert r.status_code == 200, r.text
+    return store, marked
+
+
+def deidentify(healthcare, source: str, body: dict) -> dict:
+    op = _stores(healthcare).deidentify(sourceStore=source, body=body).execute()
+    return wait_operation(healthcare, op["name"])
+
+
+def instances(server, store: str) -> list[dict]:
+    r = requests.get(f"{server.url}/v1/{store}/dicomWeb/instances")
+    assert r.status_code in (200, 204)
+    return r.json() if r.status_code == 200 else []
+
+
+def test_deidentify_store_counts_reconcile_and_no_marker_left(
+        healthcare, server, dataset: str, source) -> None:
+    src, marked = source
+    dest = new_store(healthcare, dataset)
+    op = deidentify(healthcare, src, {"destinationStore": dest, "config": BASIC})
+    assert "error" not in op, op
+    meta = op["metadata"]
+    assert meta["apiMethodName"] == METHOD
+    counter = meta["counter"]
+    n = len(FILES) + 1
+    assert int(counter.get("success", 0)) + int(counter.get("failure", 0)) == n
+    out = instances(server, dest)
+    assert len(out) == int(counter["success"]) == n
+    src_uids = {i["00080018"]["Value"][0] for i in instances(server, src)}
+    for item in out:
+        study = item["0020000D"]["Value"][0]
+        series = item["0020000E"]["Value"][0]
+        sop = item["00080018"]["Value"][0]
+        assert sop not in src_uids and sop.startswith("2.25.")
+        [data] = retrieve_raw(f"{server.url}/v1/{dest}/dicomWeb", study, series, sop)
+        ds = dcmread(io.BytesIO(data))
+        assert ds.PatientIdentityRemoved == "YES"
+        leftovers = [p.marker for p in marked.plants if p.searchable
+                     and p.marker.encode() in data]
+        assert leftovers == []
+
+
+def test_same_store_twice_gives_same_uids_and_duplicates_fail_alone(
+        healthcare, server, dataset: str, source) -> None:
+    src, _ = source
+    first, second = new_store(healthcare, dataset), new_store(healthcare, dataset)
+    deidentify(healthcare, src, {"destinationStore": first, "config": BASIC})
+    deidentify(healthcare, src, {"destinationStore": second, "config": BASIC})
+    uids = [sorted(i["00080018"]["Value"][0] for i in instances(server, s))
+            for s in (first, second)]
+    assert uids[0] == uids[1]
+    again = deidentify(healthcare, src, {"destinationStore": first, "config": BASIC})
+    assert int(again["metadata"]["counter"]["failure"]) == len(FILES) + 1
+    failures = requests.get(again["metadata"]["logsUrl"]).json()
+    reasons = {f["reason"] for f in failures["failures"]}
+    assert reasons == {"an instance with this SOPInstanceUID is already stored"}
+
+
+def test_filter_config_and_gcs_config(healthcare, server, dataset: str, source, bucket) -> None:
+    src, _ = source
+    ct = dcmread(get_testdata_file("CT_small.dcm"))
+    bucket.blob("filter.txt").upload_from_string(f"/studies/{ct.StudyInstanceUID}\n")
+    bucket.blob("config.json").upload_from_string(json.dumps(BASIC))
+    dest = new_store(healthcare, dataset)
+    op = deidentify(healthcare, src, {
+        "destinationStore": dest, "gcsConfigUri": f"gs://{bucket.name}/config.json",
+        "filterConfig": {"resourcePathsGcsUri": f"gs://{bucket.name}/filter.txt"}})
+    assert int(op["metadata"]["counter"]["success"]) == 1
+    assert len(instances(server, dest)) == 1
+
+
+@pytest.mark.parametrize(("body", "status", "words"), [
+    ({"config": {"dicom": {"filterProfile": "NOPE"}}}, 400, "config.dicom.filterProfile"),
+    ({"config": {"dicom": {"unknownField": 1}}}, 400, "config.dicom.unknownField"),
+    ({"config": BASIC, "gcsConfigUri": "gs://b/c.json"}, 400, "only one of"),
+])
+def test_bad_requests_name_the_field(healthcare, dataset: str, source, body: dict,
+                                     status: int, words: str) -> None:
+    src, _ = source
+    dest = new_store(healthcare, dataset)
+    with pytest.raises(HttpError) as err:
+        _stores(healthcare).deidentify(sourceStore=src,
+                                       body={"destinationStore": dest, **body}).execute()
+    assert err.value.resp.status == status
+    assert words in err.value.content.decode()
+
+
+def test_missing_destination_is_not_found(healthcare, dataset: str, source) -> None:
+    src, _ = source
+    with pytest.raises(HttpError) as err:
+        _stores(healthcare).deidentify(sourceStore=src, body={
+            "destinationStore": f"{dataset}/dicomStores/does-not-exist", "config": BASIC}
+        ).execute()
+    assert err.value.resp.status == 404
+
+
+def test_server_log_has_no_marker(server, healthcare, dataset: str, source) -> None:
+    src, marked = source
+    dest = new_store(healthcare, dataset)
+    deidentify(healthcare, src, {"destinationStore": dest, "config": {
+        "dicom": {"filterProfile": "DEIDENTIFY_TAG_CONTENTS"}}})
+    log = server.log_path.read_bytes()
+    assert [p.marker for p in marked.plants if p.searchable and p.marker.encode() in log] == []

@@ -1,0 +1,59 @@
+"""``dicom-deid deidentify`` as a user runs it: a real subprocess on a directory tree."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from pydicom import dcmread
+
+from dicom_deid.corpus.markers import marked_instance
+
+CLI = [sys.executable, "-m", "dicom_deid.cli", "deidentify"]
+
+
+def _tree(root: Path) -> None:
+    marked = marked_instance(seed=11)
+    (root / "PATIENT_NAME_IN_FOLDER").mkdir(parents=True)
+    (root / "PATIENT_NAME_IN_FOLDER" / "SMITH_JOHN.dcm").write_bytes(marked.to_bytes())
+    (root / "notes.txt").write_text("not dicom")
+
+
+def test_cli_writes_by_new_uids_and_reports_failures(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src)
+    config = tmp_path / "basic.json"
+    config.write_text(json.dumps({"dicom": {
+        "filterProfile": "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"}}))
+    key = tmp_path / "run.key"
+    run = subprocess.run([*CLI, "--config", str(config), str(src), str(dst), "--key-file",
+                          str(key), "--no-progress"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    report = json.loads((tmp_path / "dst.report.json").read_text())
+    assert report["counts"] == {"input": 2, "written": 1, "failed": 1}
+    assert report["failures"] == [{"file": "notes.txt", "reason": report["failures"][0][
+        "reason"]}] and report["failures"][0]["reason"].startswith("not DICOM")
+    [out] = list(dst.rglob("*.dcm"))
+    ds = dcmread(out)
+    assert out.name == f"{ds.SOPInstanceUID}.dcm"
+    assert out.parent.name == ds.SeriesInstanceUID
+    assert "SMITH" not in str(out) and "PATIENT" not in str(out)
+    # Same key file: same output bytes on a second run.
+    again = tmp_path / "again"
+    subprocess.run([*CLI, "--config", str(config), str(src), str(again), "--key-file", str(key),
+                    "--no-progress"], check=True, capture_output=True)
+    [out2] = list(again.rglob("*.dcm"))
+    assert out2.read_bytes() == out.read_bytes()
+
+
+def test_cli_refuses_a_bad_config_naming_the_field(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({"dicom": {"filterProfile": "EVERYTHING"}}))
+    run = subprocess.run([*CLI, "--config", str(config), str(src), str(tmp_path / "dst")],
+                         capture_output=True, text=True)
+    assert run.returncode == 2
+    assert "config.dicom.filterProfile" in run.stderr
