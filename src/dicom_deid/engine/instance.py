@@ -18,18 +18,12 @@ import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from pydicom import dcmwrite
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-)
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .. import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from . import identity
+from . import identity, writing
 from .dates import shift_days
 from .plan import MINIMAL, TAG_CONTENTS, Plan
 from .profiles import Context, apply_profile, known_identifiers
@@ -109,10 +103,7 @@ def _write(ds: Dataset, out: BinaryIO) -> None:
         # The body is not encoded as its meta says (an implicit body under an explicit
         # syntax is common): decode every element so it is written as the syntax says.
         ds.walk(lambda _ds, _elem: None)
-    if ts == DeflatedExplicitVRLittleEndian or ts.is_little_endian:
-        dcmwrite(out, ds, enforce_file_format=True)
-    else:
-        dcmwrite(out, ds, enforce_file_format=True, little_endian=False, implicit_vr=False)
+    writing.write(ds, out)
 
 
 def deidentify_bytes(data: bytes | str | BinaryIO, plan: Plan) -> tuple[bytes, Outcome]:
@@ -127,7 +118,7 @@ def deidentify_file(src: str, dst: str, plan: Plan) -> Outcome:
     folder = os.path.dirname(dst) or "."
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".deid-", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out:
+        with os.fdopen(fd, "wb", buffering=1 << 20) as out:
             outcome = _run(src, plan, out)
         os.replace(tmp, dst)
     except BaseException:
