@@ -2,12 +2,14 @@
 
 Today this exercises the local Cloud Healthcare API path the pipeline relies on:
 create a dataset and store, upload over STOW-RS, search with QIDO-RS, retrieve
-with WADO-RS, export to Cloud Storage (a local emulator) and import it back.
+with WADO-RS, export to Cloud Storage (a local emulator) and import it back, then
+de-identify the store with the basic profile into a third store.
 It prints what it did and exits non-zero if any step fails.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -30,6 +32,7 @@ SAMPLES = [
     "SC_ybr_full_422_uncompressed.dcm", "J2K_pixelrep_mismatch.dcm", "MR_small_implicit.dcm",
 ]
 PARENT = "projects/demo/locations/local"
+CONFIG = Path(__file__).parents[2] / "include" / "configs" / "deid" / "basic.json"
 
 
 def _wait(hc: object, name: str) -> dict:
@@ -100,8 +103,24 @@ def run(workdir: Path) -> int:
         print(f"imported them back into {copy}: {metrics['instanceCount']} instances, "
               f"{metrics['studyCount']} studies")
 
+        deid = stores.create(parent=dataset, dicomStoreId="deidentified",
+                             body={}).execute()["name"]
+        config = json.loads(CONFIG.read_text())
+        op = stores.deidentify(sourceStore=source, body={
+            "destinationStore": deid, "config": config}).execute()
+        op = _wait(hc, op["name"])
+        counter = op["metadata"]["counter"]
+        done = int(counter.get("success", 0))
+        failed = int(counter.get("failure", 0))
+        out = DICOMwebClient(url=f"{server.url}/v1/{deid}/dicomWeb").search_for_instances(
+            fields=["PatientIdentityRemoved"])
+        removed = sum(item.get("00120062", {}).get("Value") == ["YES"] for item in out)
+        print(f"de-identified {source} into {deid} with {CONFIG.name}: {done} instances, "
+              f"{failed} failed, {removed} marked PatientIdentityRemoved=YES")
+
         ok = (stored == len(instances) == len(found) == same == len(objects)
-              and int(metrics["instanceCount"]) == stored)
+              and int(metrics["instanceCount"]) == stored
+              and done + failed == stored and failed == 0 and removed == done)
         print("demo " + ("succeeded" if ok else "FAILED: counts do not reconcile"))
         return 0 if ok else 1
     finally:

@@ -57,3 +57,24 @@ def test_cli_refuses_a_bad_config_naming_the_field(tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert run.returncode == 2
     assert "config.dicom.filterProfile" in run.stderr
+
+
+def test_no_marker_in_any_cli_output(tmp_path: Path) -> None:
+    """Console, report and file names carry no planted value, whatever the profile."""
+    marked = marked_instance(seed=12)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.dcm").write_bytes(marked.to_bytes())
+    data = bytearray(marked.to_bytes())
+    (src / "b-truncated.dcm").write_bytes(bytes(data[: len(data) - 100]))
+    for profile in ("DEIDENTIFY_TAG_CONTENTS", "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"):
+        config = tmp_path / f"{profile}.json"
+        config.write_text(json.dumps({"dicom": {"filterProfile": profile}}))
+        dst = tmp_path / profile
+        run = subprocess.run([*CLI, "--config", str(config), str(src), str(dst)],
+                             capture_output=True)
+        assert run.returncode == 0
+        outputs = run.stdout + run.stderr + (tmp_path / f"{profile}.report.json").read_bytes()
+        outputs += "\n".join(str(p) for p in dst.rglob("*")).encode()
+        assert [p.marker for p in marked.plants if p.searchable
+                and p.marker.encode() in outputs] == []
