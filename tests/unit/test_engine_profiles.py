@@ -231,3 +231,12 @@ def test_clinical_attributes_and_structure_kept(config: dict) -> None:
     assert sorted(len(s) for s in src_tree.values()) == sorted(len(s) for s in out_tree.values())
     assert sorted(len(i) for s in src_tree.values() for i in s.values()) == sorted(
         len(i) for s in out_tree.values() for i in s.values())
+
+
+def test_private_element_in_keep_list_keeps_its_creator(marked: MarkedInstance) -> None:
+    tag = next(int(e.tag) for e in marked.dataset if e.tag.is_private and e.tag.element >= 0x1000)
+    config = {"dicom": {**BASIC["dicom"], "keepList": {"tags": [f"{tag:08X}"]}}}
+    _, ds = run(config, marked.to_bytes())
+    assert ds[tag].value == marked.dataset[tag].value
+    creator = (tag & 0xFFFF0000) | ((tag & 0xFFFF) >> 8)
+    assert ds[creator].value == marked.dataset[creator].value

@@ -295,7 +295,8 @@ def _private(ds: Dataset, tags: list[int], ctx: Context, depth: int) -> None:
     A private creator (``gggg,0010-00FF``) stays only while an element of its block
     stays, so no orphaned reservation is left behind.
     """
-    keep_blocks: set[int] = set()
+    keep_blocks: set[int] = {(t & 0xFFFF0000) | ((t & 0xFFFF) >> 8) for t in ctx.plan.keep
+                             if t >> 16 & 1 and t & 0xFFFF >= 0x1000 and t in ds}
     creators: list[int] = []
     for tag in tags:
         element = tag & 0xFFFF
