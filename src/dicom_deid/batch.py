@@ -60,8 +60,18 @@ def load_key(path: str | None) -> bytes:
     return secrets.token_bytes(32)
 
 
-def _one(args: tuple[str, str, str, Plan]) -> FileResult:
-    src_root, rel, dst_root, plan = args
+_RUN: tuple[str, str, Plan] | None = None
+
+
+def _init(src_root: str, dst_root: str, plan: Plan) -> None:
+    """Worker set-up: the run's plan arrives once, not with every file."""
+    global _RUN
+    _RUN = (src_root, dst_root, plan)
+
+
+def _one(rel: str) -> FileResult:
+    assert _RUN is not None
+    src_root, dst_root, plan = _RUN
     tmp = os.path.join(dst_root, f".deid-{secrets.token_hex(8)}.part")
     try:
         outcome = deidentify_file(os.path.join(src_root, rel), tmp, plan)
@@ -103,15 +113,19 @@ def run(config: dict, src: Path, dst: Path, key: bytes, *, workers: int = 0,
     workers = workers or os.cpu_count() or 1
     started = time.monotonic()
     results: list[FileResult] = []
-    jobs = [(str(src), rel, str(dst), plan) for rel in files]
     bar = tqdm(total=len(files), unit="file", disable=not progress, file=sys.stderr)
     if workers == 1:
-        for job in jobs:
-            results.append(_one(job))
+        _init(str(src), str(dst), plan)
+        for rel in files:
+            results.append(_one(rel))
             bar.update()
     else:
-        with ProcessPoolExecutor(workers) as pool:
-            for result in pool.map(_one, jobs, chunksize=_CHUNK):
+        # Small chunks: a run mixes 100 kB slices with 10 MB multi-frame files, and a
+        # big chunk of the latter left to one worker at the end idles the others.
+        chunk = max(1, min(_CHUNK, len(files) // (workers * 32)))
+        with ProcessPoolExecutor(workers, initializer=_init,
+                                 initargs=(str(src), str(dst), plan)) as pool:
+            for result in pool.map(_one, files, chunksize=chunk):
                 results.append(result)
                 bar.update()
     bar.close()

@@ -77,7 +77,7 @@ def deidentify_dataset(ds: Dataset, plan: Plan) -> Dataset:
     if plan.date_key is not None:
         patient = str(ds.get("PatientID", "") or "").strip()
         days = shift_days(patient or uids["StudyInstanceUID"], plan.date_key)
-    ctx = Context(plan, days)
+    ctx = Context(plan, days, decisions=plan.decisions)
     if plan.profile in (TAG_CONTENTS, MINIMAL):
         ctx.known = known_identifiers(ds)
     apply_profile(ds, ctx)

@@ -69,6 +69,10 @@ class Plan:
     exclude: frozenset[str] = frozenset()
     keep_list_only: bool = False
     options: tuple[str, ...] = field(default=())
+    # The profile's action per (tag, at top level, inside a replaced sequence), filled
+    # as tags are met: the same few hundred tags recur in every instance of a run.
+    decisions: dict[tuple[int, bool, bool], str] = field(
+        default_factory=dict, compare=False, hash=False, repr=False)
 
     def transformation(self, info_type: str) -> Transformation | None:
         """The transformation for ``info_type``; the last one that names it wins."""

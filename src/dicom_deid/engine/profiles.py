@@ -90,7 +90,7 @@ class Context:
     plan: Plan
     days: int | None = None
     known: dict[str, str] = field(default_factory=dict)
-    changed_private: int = 0
+    decisions: dict[tuple[int, bool, bool], str] = field(default_factory=dict)
 
     def uid(self, value: str) -> str:
         return _uid(value, self.plan.key)
@@ -156,61 +156,88 @@ def decide(tag: int, ctx: Context, depth: int, strict: bool = False) -> str:
     return basic
 
 
-def apply_profile(ds: Dataset, ctx: Context, depth: int = 0, strict: bool = False) -> None:
-    """Apply the plan's profile to ``ds`` in place, recursing into sequences."""
+def apply_profile(ds: Dataset, ctx: Context, depth: int = 0, strict: bool = False) -> bool:
+    """Apply the plan's profile to ``ds`` in place, recursing into sequences.
+
+    Returns whether anything in ``ds`` changed.
+    """
     plan = ctx.plan
     private: list[int] = []
+    changed = False
     for tag in list(ds.keys()):
         tag = int(tag)
         if tag in plan.remove:
             del ds[tag]
+            changed = True
             continue
         if tag in plan.keep:
             continue
         if tag & 0xFFFF == 0:  # group lengths are retired and would be wrong after this
             del ds[tag]
+            changed = True
             continue
         if tag >> 16 & 1:
             private.append(tag)
             continue
-        _act(ds, tag, decide(tag, ctx, depth, strict), ctx, depth)
+        key = (tag, depth == 0, strict)
+        action = ctx.decisions.get(key)
+        if action is None:
+            action = ctx.decisions[key] = decide(tag, ctx, depth, strict)
+        changed |= _act(ds, tag, action, ctx, depth)
     if private and plan.profile != KEEP_ALL:
-        _private(ds, private, ctx, depth)
+        changed |= _private(ds, private, ctx, depth)
+    return changed
 
 
-def _recurse(elem: DataElement, ctx: Context, depth: int, strict: bool = False) -> None:
+def _recurse(ds: Dataset, tag: int, ctx: Context, depth: int, strict: bool = False) -> bool:
+    """Apply the profile inside every item; an untouched sequence gets its bytes back."""
+    elem = ds[tag]
+    changed = False
     for item in elem.value or ():
-        apply_profile(item, ctx, depth + 1, strict)
+        changed |= apply_profile(item, ctx, depth + 1, strict)
+    raw = getattr(elem, "raw_source", None)
+    if not changed and raw is not None:
+        ds._dict[tag] = raw  # written back byte for byte, nothing re-encoded
+    return changed
 
 
 def _is_sequence(raw: DataElement | RawDataElement) -> bool:
     return vr_of(raw) == "SQ"
 
 
-def _act(ds: Dataset, tag: int, action: str, ctx: Context, depth: int) -> None:
+def _act(ds: Dataset, tag: int, action: str, ctx: Context, depth: int) -> bool:
+    """Apply ``action`` to one element; returns whether the dataset changed."""
     raw = ds.get_item(tag)
     if action == "S":
         vr = vr_of(raw)
         action = "D" if vr in TEXT_VRS - {"DA", "DT", "AS"} else "Z" if vr in (
             "DA", "DT", "TM", "AS") else "K"
     if action == "K":
-        if _is_sequence(raw):
-            _recurse(ds[tag], ctx, depth)
-        return
+        return _is_sequence(raw) and _recurse(ds, tag, ctx, depth)
     if action == "X":
         del ds[tag]
-        return
+        return True
+    if isinstance(raw, RawDataElement) and action in ("Z", "D", "U"):
+        replaced = _raw_replacement(raw, action, ctx)
+        if replaced is not None:
+            if replaced is raw:
+                return False
+            ds._dict[tag] = replaced
+            return True
     elem = ds[tag]
     vr = vr_of(elem)
     if vr == "SQ":
         if action == "Z":
+            if not elem.value:
+                return False
             elem.value = []
-        else:  # D, C, U, T on a sequence: keep its structure, apply the profile inside
-            _recurse(elem, ctx, depth, strict=action in ("D", "U") and ctx.plan.profile in (
-                BASIC, MINIMAL))
-        return
+            return True
+        # D, C, U, T on a sequence: keep its structure, apply the profile inside
+        return _recurse(ds, tag, ctx, depth, strict=action in ("D", "U") and
+                        ctx.plan.profile in (BASIC, MINIMAL))
     if elem.is_empty:
-        return
+        return False
+    before = elem.value
     if action == "Z":
         elem.value = None
     elif action == "D":
@@ -222,6 +249,40 @@ def _act(ds: Dataset, tag: int, action: str, ctx: Context, depth: int) -> None:
             _dummy(elem, vr, ctx)
     elif action == "C" or (action == "T" and vr in TEXT_VRS):
         _clean(elem, vr, ctx)
+    return elem.value is not before
+
+
+def _raw_replacement(raw: RawDataElement, action: str, ctx: Context) -> RawDataElement | None:
+    """Empty, dummy or new-UID value built straight from the raw bytes, or None.
+
+    Most of an instance's changes are these three; doing them on the raw element
+    skips pydicom's decoding and re-encoding (and lets the writer copy the result).
+    Only string VRs qualify, whose bytes do not depend on byte order; an empty value
+    has no bytes at all.
+    """
+    if raw.length == 0xFFFFFFFF:
+        return None
+    vr = vr_of(raw)
+    if vr == "SQ":
+        return None
+    if action == "Z":
+        if not raw.value:
+            return raw
+        return raw._replace(length=0, value=b"")
+    if not raw.value or vr not in STRING_VRS:
+        return None if raw.value else raw
+    if vr == "UI":
+        text = raw.value.decode("ascii", "replace").rstrip("\0 ")
+        new = "\\".join(ctx.uid(v.strip("\0 ")) if v.strip("\0 ") else ""
+                         for v in text.split("\\"))
+        data = new.encode("ascii")
+        data += b"\0" * (len(data) % 2)
+    elif action == "D" and vr in _DUMMY:
+        data = _DUMMY[vr].encode("ascii")
+        data += b" " * (len(data) % 2)
+    else:
+        return None
+    return raw._replace(length=len(data), value=data)
 
 
 def _strings(elem: DataElement) -> list[str]:
@@ -289,7 +350,7 @@ def _clean(elem: DataElement, vr: str, ctx: Context) -> None:
         _set_strings(elem, out)
 
 
-def _private(ds: Dataset, tags: list[int], ctx: Context, depth: int) -> None:
+def _private(ds: Dataset, tags: list[int], ctx: Context, depth: int) -> bool:
     """Remove private elements, keeping the safe ones when the option is on.
 
     A private creator (``gggg,0010-00FF``) stays only while an element of its block
@@ -298,6 +359,7 @@ def _private(ds: Dataset, tags: list[int], ctx: Context, depth: int) -> None:
     keep_blocks: set[int] = {(t & 0xFFFF0000) | ((t & 0xFFFF) >> 8) for t in ctx.plan.keep
                              if t >> 16 & 1 and t & 0xFFFF >= 0x1000 and t in ds}
     creators: list[int] = []
+    changed = False
     for tag in tags:
         element = tag & 0xFFFF
         if 0x0010 <= element <= 0x00FF:
@@ -313,10 +375,12 @@ def _private(ds: Dataset, tags: list[int], ctx: Context, depth: int) -> None:
             keep_blocks.add(block)
         else:
             del ds[tag]
-            ctx.changed_private += 1
+            changed = True
     for tag in creators:
         if tag not in keep_blocks and tag not in ctx.plan.keep:
             del ds[tag]
+            changed = True
+    return changed
 
 
 def _creator_name(elem: DataElement | RawDataElement) -> str:

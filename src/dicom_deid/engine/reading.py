@@ -54,8 +54,13 @@ def complete(ds: Dataset) -> bool:
             continue
         if elem.length != UNDEFINED and elem.value is not None and len(elem.value) < elem.length:
             return False
-        if _is_sequence(elem) and not all(complete(item) for item in ds[elem.tag].value):
-            return False
+        if _is_sequence(elem):
+            parsed = ds[elem.tag]
+            # Kept so that a sequence de-identification leaves untouched can be written
+            # back as its original bytes (see profiles._act).
+            parsed.raw_source = elem
+            if not all(complete(item) for item in parsed.value):
+                return False
     return True
 
 

@@ -1,12 +1,12 @@
 """Writing a de-identified dataset, copying untouched elements' bytes as they were read.
 
 Most of an instance survives de-identification unchanged (pixel data, geometry,
-acquisition parameters), and pydicom's writer spends most of its time re-encoding
-those one by one. Here an element still in its raw form, with a defined length and
-the output's encoding, is written as header + original bytes; everything else
-(changed elements, sequences, encapsulated pixel data) goes through pydicom. The
-result is byte-for-byte what ``pydicom.dcmwrite`` writes, several times faster.
-Deflated and big-endian outputs go through pydicom entirely.
+acquisition parameters, whole functional-group sequences), and pydicom's writer spends
+most of its time re-encoding those one by one. Here an element still in its raw form
+and in the output's encoding is written as header + original bytes, at every depth;
+sequences are written with undefined lengths (so nothing needs measuring first);
+only changed or re-encoded elements go through pydicom's element writer. Deflated
+and big-endian outputs go through pydicom entirely.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import struct
 from typing import BinaryIO
 
 from pydicom import dcmwrite
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomFileLike
 from pydicom.filewriter import write_data_element, write_file_meta_info
@@ -28,23 +28,63 @@ _LONG = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "
 _IMPLICIT = struct.Struct("<HHL")
 _SHORT = struct.Struct("<HH2sH")
 _LONG_HEADER = struct.Struct("<HH2sHL")
+_ITEM = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+_ITEM_END = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+_SEQUENCE_END = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+
+
+def _header(tag: int, vr: str, length: int, implicit: bool) -> bytes | None:
+    group, element = tag >> 16, tag & 0xFFFF
+    if implicit:
+        return _IMPLICIT.pack(group, element, length)
+    if vr in _LONG:
+        return _LONG_HEADER.pack(group, element, vr.encode(), 0, length)
+    if length > 0xFFFF:
+        return None
+    return _SHORT.pack(group, element, vr.encode(), length)
 
 
 def _raw_bytes(raw: RawDataElement, implicit: bool) -> bytes | None:
     """Header and value of ``raw`` as it can be copied, or None if it must be encoded."""
-    if (raw.length == UNDEFINED or not raw.is_little_endian
-            or raw.is_implicit_VR != implicit or (not implicit and not raw.VR)):
+    if not raw.is_little_endian or raw.is_implicit_VR != implicit or (
+            not implicit and not raw.VR):
         return None
     value = raw.value or b""
-    group, element = raw.tag >> 16, raw.tag & 0xFFFF
-    if implicit:
-        return _IMPLICIT.pack(group, element, len(value)) + value
-    vr = str(raw.VR)
-    if vr in _LONG:
-        return _LONG_HEADER.pack(group, element, vr.encode(), 0, len(value)) + value
-    if len(value) > 0xFFFF:
-        return None
-    return _SHORT.pack(group, element, vr.encode(), len(value)) + value
+    if raw.length == UNDEFINED:  # encapsulated pixel data, an undefined-length UN
+        if implicit and raw.VR != "SQ" and raw.tag != PIXEL_DATA:
+            return None
+        header = _header(raw.tag, str(raw.VR or "OB"), UNDEFINED, implicit)
+        return header + value + _SEQUENCE_END if header else None
+    header = _header(raw.tag, str(raw.VR or ""), len(value), implicit)
+    return header + value if header else None
+
+
+def _write_dataset(fp: DicomFileLike, ds: Dataset, implicit: bool, compressed: bool) -> None:
+    encodings = ds._character_set
+    for tag in sorted(ds.keys()):
+        item = ds.get_item(tag)
+        if isinstance(item, RawDataElement):
+            copied = _raw_bytes(item, implicit)
+            if copied is not None:
+                fp.write(copied)
+                continue
+            item = ds[tag]
+        if item.VR == "SQ":
+            _write_sequence(fp, item, implicit, compressed)
+            continue
+        if tag == PIXEL_DATA:
+            item.is_undefined_length = compressed
+        write_data_element(fp, item, encodings)
+
+
+def _write_sequence(fp: DicomFileLike, elem: DataElement, implicit: bool,
+                    compressed: bool) -> None:
+    fp.write(_header(int(elem.tag), "SQ", UNDEFINED, implicit))
+    for item in elem.value or ():
+        fp.write(_ITEM)
+        _write_dataset(fp, item, implicit, compressed)
+        fp.write(_ITEM_END)
+    fp.write(_SEQUENCE_END)
 
 
 def write(ds: Dataset, out: BinaryIO) -> None:
@@ -54,21 +94,9 @@ def write(ds: Dataset, out: BinaryIO) -> None:
         dcmwrite(out, ds, enforce_file_format=True, little_endian=ts.is_little_endian,
                  implicit_vr=ts.is_implicit_VR)
         return
-    implicit = ts.is_implicit_VR
     fp = DicomFileLike(out)
-    fp.is_implicit_VR, fp.is_little_endian = implicit, True
+    fp.is_implicit_VR, fp.is_little_endian = ts.is_implicit_VR, True
     fp.write(ds.preamble or b"\0" * 128)
     fp.write(b"DICM")
     write_file_meta_info(fp, ds.file_meta, enforce_standard=True)
-    encodings = ds._character_set
-    for tag in sorted(ds.keys()):
-        item = ds.get_item(tag)
-        if isinstance(item, RawDataElement):
-            copied = _raw_bytes(item, implicit)
-            if copied is not None:
-                fp.write(copied)
-                continue
-        elem = ds[tag]
-        if tag == PIXEL_DATA:
-            elem.is_undefined_length = ts.is_compressed
-        write_data_element(fp, elem, encodings)
+    _write_dataset(fp, ds, ts.is_implicit_VR, ts.is_compressed)
