@@ -7,7 +7,7 @@ UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := tesseract-ocr tesseract-ocr-eng dcmtk
 
-.PHONY: setup system-deps demo test lint bench lock clean serve
+.PHONY: setup system-deps demo test lint bench bench-server bench-deid lock clean serve
 
 setup: system-deps $(STAMP)
 
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(UV) || { $(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip >/dev/null; \
 	  $(BIN)/python -m pip install -q --disable-pip-version-check "uv>=0.4,<1"; }
-	VIRTUAL_ENV=$(VENV) $(UV) pip install -q -r requirements/lock.txt
+	VIRTUAL_ENV=$(VENV) $(UV) pip install -q --compile-bytecode -r requirements/lock.txt
 	VIRTUAL_ENV=$(VENV) $(UV) pip install -q --no-deps -e .
 	touch $(STAMP)
 
@@ -46,8 +46,13 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests bench
 
-bench: setup
+bench: bench-server bench-deid
+
+bench-server: setup
 	$(BIN)/python bench/server_throughput.py
+
+bench-deid: setup
+	$(BIN)/python bench/deidentify_throughput.py --install-peers
 
 serve: setup
 	$(BIN)/dicom-deid serve --port 8080 --data-dir data/healthcare
