@@ -29,6 +29,7 @@ from .dates import shift_da, shift_dt
 from .plan import BASIC, KEEP_ALL, MINIMAL, TAG_CONTENTS, Plan
 from .ps315 import table
 from .safe_private import is_safe
+from .sequence_bytes import UNDEFINED, Fallback, SequenceRewriter
 from .uids import new_uid
 
 TEXT_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "DA", "DT", "AS"})
@@ -91,6 +92,7 @@ class Context:
     days: int | None = None
     known: dict[str, str] = field(default_factory=dict)
     decisions: dict[tuple[int, bool, bool], str] = field(default_factory=dict)
+    rewriter: SequenceRewriter | None = None
 
     def uid(self, value: str) -> str:
         return _uid(value, self.plan.key)
@@ -179,11 +181,7 @@ def apply_profile(ds: Dataset, ctx: Context, depth: int = 0, strict: bool = Fals
         if tag >> 16 & 1:
             private.append(tag)
             continue
-        key = (tag, depth == 0, strict)
-        action = ctx.decisions.get(key)
-        if action is None:
-            action = ctx.decisions[key] = decide(tag, ctx, depth, strict)
-        changed |= _act(ds, tag, action, ctx, depth)
+        changed |= _act(ds, tag, _decision(tag, ctx, depth, strict), ctx, depth)
     if private and plan.profile != KEEP_ALL:
         changed |= _private(ds, private, ctx, depth)
     return changed
@@ -191,14 +189,50 @@ def apply_profile(ds: Dataset, ctx: Context, depth: int = 0, strict: bool = Fals
 
 def _recurse(ds: Dataset, tag: int, ctx: Context, depth: int, strict: bool = False) -> bool:
     """Apply the profile inside every item; an untouched sequence gets its bytes back."""
+    raw = ds.get_item(tag)
+    if isinstance(raw, RawDataElement):
+        rewritten = _rewrite_bytes(raw, ctx, depth, strict)
+        if rewritten is not None:
+            if rewritten.value == raw.value:
+                return False
+            ds._dict[tag] = rewritten
+            return True
     elem = ds[tag]
     changed = False
     for item in elem.value or ():
         changed |= apply_profile(item, ctx, depth + 1, strict)
-    raw = getattr(elem, "raw_source", None)
-    if not changed and raw is not None:
+    if not changed and isinstance(raw, RawDataElement):
         ds._dict[tag] = raw  # written back byte for byte, nothing re-encoded
     return changed
+
+
+def _rewrite_bytes(raw: RawDataElement, ctx: Context, depth: int,
+                   strict: bool) -> RawDataElement | None:
+    """The sequence rewritten as bytes (see sequence_bytes), or None to use pydicom."""
+    plan = ctx.plan
+    if (plan.profile == TAG_CONTENTS or plan.retain_safe_private or not raw.is_little_endian
+            or raw.length == UNDEFINED or not raw.value):
+        return None
+    if ctx.rewriter is None:
+        ctx.rewriter = SequenceRewriter(
+            lambda t, d, s: _decision(t, ctx, d, s), ctx.uid, _DUMMY, ctx.days,
+            bool(raw.is_implicit_VR), plan.profile == KEEP_ALL, plan.keep, plan.remove,
+            plan.profile in (BASIC, MINIMAL))
+    if ctx.rewriter.implicit != bool(raw.is_implicit_VR):
+        return None
+    try:
+        value, _ = ctx.rewriter.sequence(memoryview(raw.value), depth + 1, strict)
+    except Fallback:
+        return None
+    return raw._replace(length=len(value), value=value)
+
+
+def _decision(tag: int, ctx: Context, depth: int, strict: bool) -> str:
+    key = (tag, depth == 0, strict)
+    action = ctx.decisions.get(key)
+    if action is None:
+        action = ctx.decisions[key] = decide(tag, ctx, depth, strict)
+    return action
 
 
 def _is_sequence(raw: DataElement | RawDataElement) -> bool:
@@ -217,6 +251,10 @@ def _act(ds: Dataset, tag: int, action: str, ctx: Context, depth: int) -> bool:
     if action == "X":
         del ds[tag]
         return True
+    if _is_sequence(raw) and action != "Z":
+        # D, C, U, T on a sequence: keep its structure, apply the profile inside
+        return _recurse(ds, tag, ctx, depth, strict=action in ("D", "U") and
+                        ctx.plan.profile in (BASIC, MINIMAL))
     if isinstance(raw, RawDataElement) and action in ("Z", "D", "U"):
         replaced = _raw_replacement(raw, action, ctx)
         if replaced is not None:
@@ -260,15 +298,15 @@ def _raw_replacement(raw: RawDataElement, action: str, ctx: Context) -> RawDataE
     Only string VRs qualify, whose bytes do not depend on byte order; an empty value
     has no bytes at all.
     """
-    if raw.length == 0xFFFFFFFF:
+    if raw.length == UNDEFINED:
         return None
     vr = vr_of(raw)
-    if vr == "SQ":
-        return None
     if action == "Z":
         if not raw.value:
             return raw
         return raw._replace(length=0, value=b"")
+    if vr == "SQ":
+        return None
     if not raw.value or vr not in STRING_VRS:
         return None if raw.value else raw
     if vr == "UI":

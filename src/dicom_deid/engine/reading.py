@@ -43,9 +43,9 @@ def complete(ds: Dataset) -> bool:
     """True if no value is cut short, at any depth.
 
     pydicom reads a truncated file without complaint, returning short values; its
-    raw elements keep the declared length, which is compared here. Sequences are
-    parsed (their items are checked the same way); other values stay undecoded,
-    which keeps this cheap.
+    raw elements keep the declared length, which is compared here. Undefined-length
+    sequences (which pydicom parses while reading) are checked item by item; nothing
+    else is decoded, which keeps this cheap.
     """
     for elem in ds.elements():
         if not isinstance(elem, RawDataElement):
@@ -54,13 +54,8 @@ def complete(ds: Dataset) -> bool:
             continue
         if elem.length != UNDEFINED and elem.value is not None and len(elem.value) < elem.length:
             return False
-        if _is_sequence(elem):
-            parsed = ds[elem.tag]
-            # Kept so that a sequence de-identification leaves untouched can be written
-            # back as its original bytes (see profiles._act).
-            parsed.raw_source = elem
-            if not all(complete(item) for item in parsed.value):
-                return False
+        # A defined-length sequence whose value is whole cannot have lost bytes inside
+        # (a file is cut at its end); its items are parsed when they are de-identified.
     return True
 
 
