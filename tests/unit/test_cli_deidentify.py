@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 
 from dicom_deid.corpus.markers import marked_instance
@@ -48,15 +49,21 @@ def test_cli_writes_by_new_uids_and_reports_failures(tmp_path: Path) -> None:
     assert out2.read_bytes() == out.read_bytes()
 
 
-def test_cli_refuses_a_bad_config_naming_the_field(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("config", "field"), [
+    ({"dicom": {"filterProfile": "EVERYTHING"}}, "config.dicom.filterProfile"),
+    ({"dicom": {}, "image": {"textRedactionMode": "REDACT_ALL_TEXT"}},
+     "config.image.textRedactionMode"),
+])
+def test_cli_refuses_a_bad_config_naming_the_field(tmp_path: Path, config: dict,
+                                                   field: str) -> None:
     src = tmp_path / "src"
     _tree(src)
-    config = tmp_path / "bad.json"
-    config.write_text(json.dumps({"dicom": {"filterProfile": "EVERYTHING"}}))
-    run = subprocess.run([*CLI, "--config", str(config), str(src), str(tmp_path / "dst")],
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(config))
+    run = subprocess.run([*CLI, "--config", str(path), str(src), str(tmp_path / "dst")],
                          capture_output=True, text=True)
     assert run.returncode == 2
-    assert "config.dicom.filterProfile" in run.stderr
+    assert field in run.stderr
 
 
 def test_no_marker_in_any_cli_output(tmp_path: Path) -> None:
