@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from ..engine.reading import complete
+from ..engine.reading import REQUIRED_UIDS, complete, valid_uid
 from .attributes import extract
 from .state import ServerState
 
@@ -28,8 +27,6 @@ DUPLICATE = 0x0111
 DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 
-_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
-_REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
 
 @dataclass
@@ -53,9 +50,6 @@ class Outcome:
         return self
 
 
-def _valid_uid(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID.fullmatch(value))
-
 
 def inspect(temp_path: str, study_uid: str | None = None) -> Outcome:
     """Parse one candidate instance; the outcome says whether it may be stored."""
@@ -78,12 +72,12 @@ def inspect(temp_path: str, study_uid: str | None = None) -> Outcome:
     if not ts:
         return out.fail(CANNOT_UNDERSTAND, "file meta information has no TransferSyntaxUID")
     uids: dict[str, str] = {}
-    for keyword in _REQUIRED:
+    for keyword in REQUIRED_UIDS:
         try:
             value = ds.get(keyword)
         except Exception:
             value = None
-        if not _valid_uid(value):
+        if not valid_uid(value):
             # Name the instance in its failure item when its own UIDs were readable.
             out.sop_class_uid, out.sop_uid = uids.get("SOPClassUID"), uids.get("SOPInstanceUID")
             return out.fail(DOES_NOT_MATCH, f"missing or invalid {keyword}")
