@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := tesseract-ocr tesseract-ocr-eng dcmtk
+DEBIAN_PACKAGES := tesseract-ocr tesseract-ocr-eng dcmtk fonts-dejavu-core
 
 .PHONY: setup system-deps demo test lint bench bench-server bench-deid lock clean serve
 

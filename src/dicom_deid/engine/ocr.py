@@ -1,0 +1,105 @@
+"""Finding text in pixels with Tesseract (tesserocr, the C++ API in-process).
+
+Why tesserocr rather than pytesseract: pytesseract starts a ``tesseract`` process and
+writes a PNG per call, which costs more than recognising a frame; tesserocr keeps one
+initialised engine per process. Its wheels bundle the Tesseract library; the English
+model comes from Debian's ``tesseract-ocr-eng`` (no download at run time).
+
+Pixels of any kind are first brought to 8-bit grey with the text's contrast
+stretched (MONOCHROME1 inverted, colour to luminance, 16-bit windowed by
+percentiles), since Tesseract expects a page-like 8-bit image.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+_local = threading.local()
+
+
+@dataclass(frozen=True)
+class TextBox:
+    """One word Tesseract found: its box in pixels (left, top, right, bottom)."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+    text: str
+    confidence: float
+
+    def grown(self, margin: int, width: int, height: int) -> TextBox:
+        return TextBox(max(0, self.left - margin), max(0, self.top - margin),
+                       min(width, self.right + margin), min(height, self.bottom + margin),
+                       self.text, self.confidence)
+
+
+@lru_cache(maxsize=1)
+def tessdata() -> str:
+    """Where the English model is: $TESSDATA_PREFIX, else Debian's tessdata."""
+    prefix = os.environ.get("TESSDATA_PREFIX")
+    if prefix and os.path.exists(os.path.join(prefix, "eng.traineddata")):
+        return prefix
+    found = sorted(glob.glob("/usr/share/tesseract-ocr/*/tessdata/eng.traineddata"))
+    if not found:
+        raise RuntimeError("Tesseract's English model is missing: install the Debian package "
+                           "tesseract-ocr-eng (make setup does)")
+    return os.path.dirname(found[-1])
+
+
+def _api():  # noqa: ANN202 - tesserocr's type
+    """This thread's Tesseract engine (one per thread: the API is not thread-safe)."""
+    api = getattr(_local, "api", None)
+    if api is None:
+        import tesserocr
+
+        api = tesserocr.PyTessBaseAPI(path=tessdata(), lang="eng",
+                                      psm=tesserocr.PSM.SPARSE_TEXT,
+                                      oem=tesserocr.OEM.LSTM_ONLY)
+        _local.api = api
+    return api
+
+
+def to_grey8(pixels: np.ndarray, photometric: str = "MONOCHROME2") -> np.ndarray:
+    """One frame as 8-bit grey with the 0.5-99.5 percentile range stretched to 0-255."""
+    frame = np.asarray(pixels)
+    if frame.ndim == 3:  # colour, samples last (pydicom's layout): ITU-R BT.601 luma
+        frame = frame[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114],
+                                                             dtype=np.float32)
+    frame = frame.astype(np.float32)
+    if photometric == "MONOCHROME1":
+        frame = frame.max() - frame
+    low, high = np.percentile(frame, (0.5, 99.5))
+    if high <= low:
+        high = low + 1
+    return np.clip((frame - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
+
+
+def find_text(grey: np.ndarray, min_confidence: float = 10.0) -> list[TextBox]:
+    """Words in an 8-bit grey image, as boxes, with what Tesseract read."""
+    import tesserocr
+
+    api = _api()
+    api.SetImage(Image.fromarray(grey))
+    api.Recognize()
+    boxes = []
+    iterator = api.GetIterator()
+    level = tesserocr.RIL.WORD
+    for word in tesserocr.iterate_level(iterator, level):
+        text = (word.GetUTF8Text(level) or "").strip()
+        box = word.BoundingBox(level)
+        if not text or box is None:
+            continue
+        confidence = word.Confidence(level)
+        if confidence < min_confidence or not any(c.isalnum() for c in text):
+            continue
+        left, top, right, bottom = box
+        boxes.append(TextBox(left, top, right, bottom, text, confidence))
+    return boxes
