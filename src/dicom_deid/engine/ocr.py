@@ -35,11 +35,6 @@ class TextBox:
     text: str
     confidence: float
 
-    def grown(self, margin: int, width: int, height: int) -> TextBox:
-        return TextBox(max(0, self.left - margin), max(0, self.top - margin),
-                       min(width, self.right + margin), min(height, self.bottom + margin),
-                       self.text, self.confidence)
-
 
 @lru_cache(maxsize=1)
 def tessdata() -> str:

@@ -67,7 +67,6 @@ class Plan:
     date_key: bytes | None = None  # set: dates are shifted per patient, not emptied
     transformations: tuple[Transformation, ...] = ()
     exclude: frozenset[str] = frozenset()
-    keep_list_only: bool = False
     options: tuple[str, ...] = field(default=())
     # The profile's action per (tag, at top level, inside a replaced sequence), filled
     # as tags are met: the same few hundred tags recur in every instance of a run.
@@ -150,8 +149,7 @@ def build_plan(config: dict | None, key: bytes, *, retain_safe_private: bool = F
                      for i, t in enumerate((dicom.get("keepList") or {}).get("tags") or ()))
     remove = frozenset(parse_tag(t, f"config.dicom.removeList.tags[{i}]")
                        for i, t in enumerate((dicom.get("removeList") or {}).get("tags") or ()))
-    keep_list_only = "filterProfile" not in dicom and "keepList" in dicom
-    if keep_list_only:
+    if "filterProfile" not in dicom and "keepList" in dicom:
         profile = MINIMAL
     transformations = _transformations(
         list(text.get("transformations") or ()), "config.text.transformations", key)
@@ -175,7 +173,7 @@ def build_plan(config: dict | None, key: bytes, *, retain_safe_private: bool = F
         retain_safe_private=retain_safe_private, date_key=date_key,
         transformations=tuple(transformations),
         exclude=frozenset(text.get("excludeInfoTypes") or ()),
-        keep_list_only=keep_list_only, options=tuple(options))
+        options=tuple(options))
 
 
 def digest(config: dict | None) -> str:

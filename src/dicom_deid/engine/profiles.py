@@ -29,12 +29,10 @@ from .dates import shift_da, shift_dt
 from .plan import BASIC, KEEP_ALL, MINIMAL, TAG_CONTENTS, Plan
 from .ps315 import table
 from .safe_private import is_safe
-from .sequence_bytes import UNDEFINED, Fallback, SequenceRewriter
+from .sequence_bytes import STRING_VRS, UNDEFINED, Fallback, SequenceRewriter
 from .uids import new_uid
 
 TEXT_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "DA", "DT", "AS"})
-STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST",
-                        "TM", "UC", "UI", "UR", "UT"})
 _DUMMY = {"AE": "ANONYMOUS", "AS": "000Y", "CS": "ANONYMIZED", "DA": "19000101",
           "DS": "0", "DT": "19000101000000", "IS": "0", "LO": "ANONYMIZED", "LT": "ANONYMIZED",
           "PN": "ANONYMIZED", "SH": "ANONYMIZED", "ST": "ANONYMIZED", "TM": "000000",

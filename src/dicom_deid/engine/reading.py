@@ -77,11 +77,14 @@ def read(source: str | BinaryIO, *, force: bool = True) -> Dataset:
     """A complete dataset, or :class:`UnreadableInstance` saying what is wrong."""
     if isinstance(source, str):
         with open(source, "rb") as f:
-            head = f.read(132)
-    else:
-        start = source.tell()
-        head = source.read(132)
-        source.seek(start)
+            return _read(f, force)
+    return _read(source, force)
+
+
+def _read(source: BinaryIO, force: bool) -> Dataset:
+    start = source.tell()
+    head = source.read(132)
+    source.seek(start)
     if not head:
         raise UnreadableInstance("empty file: no DICOM data")
     if not _looks_like_dicom(head):

@@ -22,11 +22,10 @@ from functools import lru_cache
 from pydicom.datadict import dictionary_VR
 
 from .dates import shift_da, shift_dt
+from .writing import LONG_VRS, header
 
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV",
-                      "UV"})
 STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST",
                         "TM", "UC", "UI", "UR", "UT"})
 _TEXT = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})  # "S" -> dummy
@@ -69,15 +68,10 @@ class SequenceRewriter:
     # -- encoding -----------------------------------------------------------------------
 
     def _element(self, tag: int, vr: str, value: bytes) -> bytes:
-        group, element = tag >> 16, tag & 0xFFFF
-        if self.implicit:
-            return _TAG.pack(group, element) + _U32.pack(len(value)) + value
-        if vr in LONG_VRS:
-            return (_TAG.pack(group, element) + vr.encode() + b"\0\0" + _U32.pack(len(value))
-                    + value)
-        if len(value) > 0xFFFF:
+        head = header(tag, vr, len(value), self.implicit)
+        if head is None:
             raise Fallback
-        return _TAG.pack(group, element) + vr.encode() + _U16.pack(len(value)) + value
+        return head + value
 
     @staticmethod
     def _padded(text: str, vr: str) -> bytes:
@@ -202,7 +196,7 @@ class SequenceRewriter:
         if action == "X":
             return b""
         if length == UNDEFINED:  # encapsulated data in an item: copied as it was
-            return bytes(buf[self._element_start(buf, start, vr):end + 8])
+            return bytes(buf[start - (8 if self.implicit else 12):end + 8])
         value = buf[start:end]
         if action == "S":
             action = ("D" if vr in _TEXT else "Z" if vr in ("DA", "DT", "TM", "AS")
@@ -240,6 +234,3 @@ class SequenceRewriter:
             if vr == "TM" or vr not in STRING_VRS:
                 return self._element(tag, vr, bytes(value))
         raise Fallback  # text cleaning, tag contents: pydicom's path decodes charsets
-
-    def _element_start(self, buf: memoryview, value_start: int, vr: str) -> int:
-        return value_start - (8 if self.implicit else 12)

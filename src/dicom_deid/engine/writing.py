@@ -23,8 +23,8 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 UNDEFINED = 0xFFFFFFFF
 PIXEL_DATA = 0x7FE00010
-_LONG = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV",
-                   "UV"})
+LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV",
+                      "UV"})
 _IMPLICIT = struct.Struct("<HHL")
 _SHORT = struct.Struct("<HH2sH")
 _LONG_HEADER = struct.Struct("<HH2sHL")
@@ -33,11 +33,12 @@ _ITEM_END = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
 _SEQUENCE_END = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 
 
-def _header(tag: int, vr: str, length: int, implicit: bool) -> bytes | None:
+def header(tag: int, vr: str, length: int, implicit: bool) -> bytes | None:
+    """An element header in little endian; None if ``length`` does not fit a short one."""
     group, element = tag >> 16, tag & 0xFFFF
     if implicit:
         return _IMPLICIT.pack(group, element, length)
-    if vr in _LONG:
+    if vr in LONG_VRS:
         return _LONG_HEADER.pack(group, element, vr.encode(), 0, length)
     if length > 0xFFFF:
         return None
@@ -53,10 +54,10 @@ def _raw_bytes(raw: RawDataElement, implicit: bool) -> bytes | None:
     if raw.length == UNDEFINED:  # encapsulated pixel data, an undefined-length UN
         if implicit and raw.VR != "SQ" and raw.tag != PIXEL_DATA:
             return None
-        header = _header(raw.tag, str(raw.VR or "OB"), UNDEFINED, implicit)
-        return header + value + _SEQUENCE_END if header else None
-    header = _header(raw.tag, str(raw.VR or ""), len(value), implicit)
-    return header + value if header else None
+        head = header(raw.tag, str(raw.VR or "OB"), UNDEFINED, implicit)
+        return head + value + _SEQUENCE_END if head else None
+    head = header(raw.tag, str(raw.VR or ""), len(value), implicit)
+    return head + value if head else None
 
 
 def _write_dataset(fp: DicomFileLike, ds: Dataset, implicit: bool, compressed: bool) -> None:
@@ -79,7 +80,7 @@ def _write_dataset(fp: DicomFileLike, ds: Dataset, implicit: bool, compressed: b
 
 def _write_sequence(fp: DicomFileLike, elem: DataElement, implicit: bool,
                     compressed: bool) -> None:
-    fp.write(_header(int(elem.tag), "SQ", UNDEFINED, implicit))
+    fp.write(header(int(elem.tag), "SQ", UNDEFINED, implicit))
     for item in elem.value or ():
         fp.write(_ITEM)
         _write_dataset(fp, item, implicit, compressed)
