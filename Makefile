@@ -7,7 +7,7 @@ UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := tesseract-ocr tesseract-ocr-eng dcmtk fonts-dejavu-core
 
-.PHONY: setup system-deps demo test lint bench bench-server bench-deid lock clean serve
+.PHONY: setup system-deps demo test lint bench bench-server bench-deid bench-text lock clean serve
 
 setup: system-deps $(STAMP)
 
@@ -53,6 +53,10 @@ bench-server: setup
 
 bench-deid: setup
 	$(BIN)/python bench/deidentify_throughput.py --install-peers
+	$(BIN)/python bench/deidentify_per_instance.py
+
+bench-text: setup
+	$(BIN)/python bench/text_regions_recall.py --ocr
 
 serve: setup
 	$(BIN)/dicom-deid serve --port 8080 --data-dir data/healthcare
