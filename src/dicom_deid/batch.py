@@ -23,7 +23,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .engine.config_schema import ConfigError
 from .engine.instance import DeidentifyError, deidentify_file
 from .engine.plan import Plan, build_plan, digest
 from .engine.reading import UnreadableInstance
@@ -109,11 +108,6 @@ def run(config: dict, src: Path, dst: Path, key: bytes, *, workers: int = 0,
         progress: bool = True, retain_safe_private: bool = False) -> dict:
     """De-identify ``src`` into ``dst``; the report (counts, per-file failures)."""
     plan = build_plan(config, key, retain_safe_private=retain_safe_private)
-    mode = ((config or {}).get("image") or {}).get("textRedactionMode")
-    if mode in ("REDACT_ALL_TEXT", "REDACT_SENSITIVE_TEXT"):
-        # Refused rather than ignored: pixels left with text must not pass as redacted.
-        raise ConfigError("config.image.textRedactionMode",
-                          f"{mode} (burned-in text redaction) is not available yet")
     files = source_files(src)
     dst.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1

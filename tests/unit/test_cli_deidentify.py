@@ -51,8 +51,8 @@ def test_cli_writes_by_new_uids_and_reports_failures(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("config", "field"), [
     ({"dicom": {"filterProfile": "EVERYTHING"}}, "config.dicom.filterProfile"),
-    ({"dicom": {}, "image": {"textRedactionMode": "REDACT_ALL_TEXT"}},
-     "config.image.textRedactionMode"),
+    ({"dicom": {}, "image": {"customRegexes": [{"pattern": "(unclosed"}]}},
+     "config.image.customRegexes[0].pattern"),
 ])
 def test_cli_refuses_a_bad_config_naming_the_field(tmp_path: Path, config: dict,
                                                    field: str) -> None:

@@ -1,8 +1,8 @@
 """Burned-in text: the generated corpus, the shape-based finder and the OCR wrapper.
 
-Groundwork for the burned-in text issue: the figures asserted here are the finder's
-current measured level (recall of fully covered strings, redacted area outside any
-string), kept as a floor while it improves towards the issue's goals (0.99, 2%).
+The floors asserted here sit just under the finder's measured level on these seeds
+(share of strings fully covered, redacted area outside any string); the issue's goals
+are 0.99 and 2%, and ``bench/text_regions_recall.py`` reports on unseen seeds.
 """
 
 from __future__ import annotations
@@ -46,12 +46,11 @@ def _score(background: str, seeds: range) -> tuple[float, float]:
     return covered / total, float(np.mean(spurious))
 
 
-@pytest.mark.parametrize(("background", "recall_floor"), [
-    ("flat", 0.95), ("gradient", 0.95), ("noise", 0.85), ("speckle", 0.4)])
-def test_shape_finder_recall_floor(background: str, recall_floor: float) -> None:
-    recall, spurious = _score(background, range(8))
-    assert recall >= recall_floor
-    assert spurious <= 0.1
+@pytest.mark.parametrize("background", ["flat", "gradient", "noise", "speckle"])
+def test_shape_finder_recall_floor(background: str) -> None:
+    recall, spurious = _score(background, range(12))
+    assert recall >= 0.98
+    assert spurious <= 0.022
 
 
 def test_ocr_reads_clear_text() -> None:

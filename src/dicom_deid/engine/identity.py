@@ -20,6 +20,7 @@ CODES = {
     "rtnLongModifDatesOpt": ("113107",
                              "Retain Longitudinal Temporal Information Modified Dates Option"),
     "rtnUIDsOpt": ("113110", "Retain UIDs Option"),
+    "cleanPixOpt": ("113101", "Clean Pixel Data Option"),
     "rtnSafePrivOpt": ("113111", "Retain Safe Private Option"),
 }
 

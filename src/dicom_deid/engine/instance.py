@@ -69,9 +69,25 @@ def _temporal(plan: Plan, days: int | None) -> str:
     return "REMOVED"
 
 
+def _redact_pixels(ds: Dataset, plan: Plan) -> None:
+    """Burned-in text, before the profile removes the values it is recognised by."""
+    from . import pixels
+    from .image_redaction import redact_pixels
+
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = _transfer_syntax(ds)
+    try:
+        redact_pixels(ds, plan.image, known_identifiers(ds))
+    except pixels.PixelError as exc:
+        raise DeidentifyError(f"pixel data: {exc}") from None
+
+
 def deidentify_dataset(ds: Dataset, plan: Plan) -> Dataset:
     """Apply ``plan`` to ``ds`` in place and give it a consistent file meta."""
     uids = required_uids(ds)
+    if plan.image.redacts:
+        _redact_pixels(ds, plan)
     ts = _transfer_syntax(ds)
     days = None
     if plan.date_key is not None:

@@ -98,3 +98,40 @@ def find_text(grey: np.ndarray, min_confidence: float = 10.0) -> list[TextBox]:
         left, top, right, bottom = box
         boxes.append(TextBox(left, top, right, bottom, text, confidence))
     return boxes
+
+
+def read_line(grey: np.ndarray, *, smooth: float = 0.7, height: int = 40) -> tuple[str, float]:
+    """What one line of text says, and Tesseract's mean confidence (0-100).
+
+    The crop is brought to dark text on a light ground, smoothed (pixel noise breaks
+    thin strokes), stretched between its 1st and 99th percentiles, scaled to 40 px
+    high (by default) and padded: the LSTM model is trained on clean page-like lines, and reads
+    8 px text poorly at its original size.
+    """
+    import cv2
+    import tesserocr
+
+    crop = np.asarray(grey, dtype=np.uint8)
+    if crop.size == 0:
+        return "", 0.0
+    if np.median(crop) < crop.mean():  # few bright pixels on a dark ground: bright text
+        crop = 255 - crop
+    if smooth:
+        crop = cv2.GaussianBlur(crop, (0, 0), smooth)
+    scale = max(1.0, height / crop.shape[0])
+    if scale > 1.0:
+        crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    low, high = np.percentile(crop, (1, 99))
+    crop = np.clip((crop.astype(np.float32) - low) * (255.0 / max(1.0, high - low)), 0, 255
+                   ).astype(np.uint8)
+    crop = cv2.copyMakeBorder(crop, 12, 12, 12, 12, cv2.BORDER_REPLICATE)
+    narrow = crop.shape[1] < 1.5 * crop.shape[0]  # a lone letter (R, L markers)
+    api = _api()
+    api.SetPageSegMode(tesserocr.PSM.SINGLE_CHAR if narrow else tesserocr.PSM.SINGLE_LINE)
+    try:
+        api.SetImage(Image.fromarray(crop))
+        text = (api.GetUTF8Text() or "").strip()
+        confidence = float(api.MeanTextConf())
+    finally:
+        api.SetPageSegMode(tesserocr.PSM.SPARSE_TEXT)
+    return text, confidence

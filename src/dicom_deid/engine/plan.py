@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 from pydicom.datadict import tag_for_keyword
@@ -37,6 +38,8 @@ TAG_CONTENTS = "DEIDENTIFY_TAG_CONTENTS"
 # What Cloud DLP calls the infoTypes this engine detects (see infotypes.py).
 INFO_TYPES = ("PERSON_NAME", "DATE", "AGE", "PHONE_NUMBER", "EMAIL_ADDRESS", "LOCATION",
               "MEDICAL_RECORD_NUMBER", "US_SOCIAL_SECURITY_NUMBER", "URL", "IP_ADDRESS")
+ALL_TEXT = "REDACT_ALL_TEXT"
+SENSITIVE_TEXT = "REDACT_SENSITIVE_TEXT"
 _METHODS = ("redactConfig", "characterMaskConfig", "replaceWithInfoTypeConfig",
             "cryptoHashConfig", "dateShiftConfig")
 
@@ -55,6 +58,58 @@ class Transformation:
 
 
 @dataclass(frozen=True)
+class CustomRegex:
+    """A config ``customRegexes`` entry, compiled."""
+
+    pattern: re.Pattern[str]
+    groups: tuple[int, ...] = ()
+
+    def matches(self, text: str) -> bool:
+        for match in self.pattern.finditer(text):
+            if not self.groups or any(match.group(g) for g in self.groups):
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """``config.image`` parsed once per run."""
+
+    mode: str = "REDACT_NO_TEXT"
+    regexes: tuple[CustomRegex, ...] = ()
+
+    @property
+    def redacts(self) -> bool:
+        """Whether pixels are searched at all (custom regexes apply in any mode)."""
+        return self.mode in (ALL_TEXT, SENSITIVE_TEXT) or bool(self.regexes)
+
+
+def image_plan(image: dict | None, path: str = "config.image") -> ImagePlan:
+    """Parse ``config.image``; a regex that does not compile is a config error."""
+    image = image or {}
+    regexes = []
+    for i, entry in enumerate(image.get("customRegexes") or ()):
+        where = f"{path}.customRegexes[{i}]"
+        try:
+            pattern = re.compile(entry.get("pattern") or "")
+        except re.error as exc:
+            raise ConfigError(f"{where}.pattern", f"not a valid regular expression ({exc.msg})"
+                              ) from None
+        if not pattern.pattern:
+            raise ConfigError(f"{where}.pattern", "is required")
+        groups = tuple(entry.get("groupIndexes") or ())
+        bad = [g for g in groups if not 0 <= g <= pattern.groups]
+        if bad:
+            raise ConfigError(f"{where}.groupIndexes",
+                              f"group {bad[0]} does not exist (the pattern has {pattern.groups})")
+        regexes.append(CustomRegex(pattern, groups))
+    mode = image.get("textRedactionMode") or "REDACT_NO_TEXT"
+    if mode == "TEXT_REDACTION_MODE_UNSPECIFIED":
+        mode = "REDACT_NO_TEXT"
+    return ImagePlan(mode, tuple(regexes))
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything the engine needs to de-identify one instance, decided once per run."""
 
@@ -68,6 +123,7 @@ class Plan:
     transformations: tuple[Transformation, ...] = ()
     exclude: frozenset[str] = frozenset()
     options: tuple[str, ...] = field(default=())
+    image: ImagePlan = ImagePlan()
     # The profile's action per (tag, at top level, inside a replaced sequence), filled
     # as tags are met: the same few hundred tags recur in every instance of a run.
     decisions: dict[tuple[int, bool, bool], str] = field(
@@ -168,12 +224,15 @@ def build_plan(config: dict | None, key: bytes, *, retain_safe_private: bool = F
         options.append("rtnSafePrivOpt")
     if date_key is not None:
         options.append("rtnLongModifDatesOpt")
+    image = image_plan(config.get("image"))
+    if image.redacts:
+        options.append("cleanPixOpt")
     return Plan(
         profile=profile, key=key, keep=keep, remove=remove, retain_uids=retain_uids,
         retain_safe_private=retain_safe_private, date_key=date_key,
         transformations=tuple(transformations),
         exclude=frozenset(text.get("excludeInfoTypes") or ()),
-        options=tuple(options))
+        options=tuple(options), image=image)
 
 
 def digest(config: dict | None) -> str:

@@ -143,10 +143,6 @@ def start(state: ServerState, source: StoreName, body: dict) -> dict:
         plan = build_plan(config, server_key(state.data_dir))
     except ConfigError as exc:
         raise errors.invalid(str(exc)) from None
-    if (config.get("image") or {}).get("textRedactionMode") in ("REDACT_ALL_TEXT",
-                                                                "REDACT_SENSITIVE_TEXT"):
-        raise errors.ApiError(501, "config.image text redaction is not available yet on the "
-                                   "local server")
     uri = (body.get("filterConfig") or {}).get("resourcePathsGcsUri")
     filters = _filters(uri) if uri else None
 

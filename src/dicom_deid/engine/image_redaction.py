@@ -1,0 +1,87 @@
+"""Text burned into pixel data, found and painted over (``config.image``).
+
+The steps, per instance, when the config asks for REDACT_ALL_TEXT or
+REDACT_SENSITIVE_TEXT and the instance has pixel data:
+
+1. decode every frame to stored values (``pixels``: any photometric, bit depth and
+   transfer syntax with a decoder) and bring them to 8-bit grey for detection;
+2. find text on the first frame and, for multi-frame instances, on the temporal
+   minimum and maximum of all frames: burned-in annotations are static while the image
+   moves, so the minimum keeps bright text and darkens moving speckle (the maximum does
+   the same for dark text), and text that changes (a clock) shows as the union of its
+   states. Three detections whatever the frame count, so a 100-frame cine loop does not
+   cost 100 frames of detection;
+3. for REDACT_SENSITIVE_TEXT, keep only the lines that read as PHI (``sensitive_text``);
+4. paint the union of boxes on every frame with the photometric's black and re-encode
+   (losslessly where the syntax allows, else Explicit VR Little Endian);
+5. set BurnedInAnnotation to NO and drop overlay planes, which can hold text too.
+
+Instances are not decoded at all when the mode redacts nothing, and frames are not
+re-encoded when nothing was found, so their pixel data stays byte-identical.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from . import pixels
+from .plan import ALL_TEXT, SENSITIVE_TEXT, ImagePlan
+from .sensitive_text import sensitive_boxes
+from .text_regions import Box, text_boxes
+
+_FLOAT_PIXELS = ("FloatPixelData", "DoubleFloatPixelData")
+
+
+def _views(grey: np.ndarray) -> list[np.ndarray]:
+    """The 8-bit images text is looked for in (see the module's step 2)."""
+    if len(grey) == 1:
+        return [grey[0]]
+    return [grey[0], grey.min(axis=0), grey.max(axis=0)]
+
+
+def _union(boxes: list[Box]) -> list[Box]:
+    return sorted(set(boxes))
+
+
+def find_boxes(grey: np.ndarray, plan: ImagePlan, known: dict[str, str]) -> list[Box]:
+    """Boxes to paint, for frames of 8-bit grey shaped (frames, rows, columns)."""
+    found: list[Box] = []
+    for view in _views(grey):
+        boxes = text_boxes(view)
+        if plan.mode != ALL_TEXT:
+            boxes = sensitive_boxes(view, boxes, known, plan.regexes,
+                                    phi=plan.mode == SENSITIVE_TEXT)
+        found.extend(boxes)
+    return _union(found)
+
+
+def _drop_overlays(ds: Dataset) -> None:
+    tags = list(ds.keys())
+    for tag in tags:
+        if 0x6000 <= tag.group <= 0x601E and tag.group % 2 == 0:
+            del ds[tag]
+
+
+def redact_pixels(ds: Dataset, plan: ImagePlan, known: dict[str, str]) -> int:
+    """Find and paint burned-in text in ``ds`` in place; the number of boxes painted.
+
+    Raises :class:`~.pixels.PixelError` when pixel data cannot be decoded or written:
+    an instance is never passed on unredacted as if it had been redacted.
+    """
+    if not plan.redacts:
+        return 0
+    if any(keyword in ds for keyword in _FLOAT_PIXELS):
+        raise pixels.PixelError("float pixel data cannot be searched for burned-in text")
+    _drop_overlays(ds)
+    if "PixelData" not in ds:
+        return 0
+    frames = pixels.decode(ds)
+    boxes = find_boxes(pixels.to_grey8(ds, frames), plan, known)
+    if boxes:
+        fill = pixels.fill_value(ds, frames)
+        for left, top, right, bottom in boxes:
+            frames[:, top:bottom, left:right, :] = fill
+        pixels.encode(ds, frames)
+    ds.BurnedInAnnotation = "NO"
+    return len(boxes)

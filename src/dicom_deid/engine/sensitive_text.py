@@ -1,0 +1,116 @@
+"""Which lines of burned-in text are PHI (REDACT_SENSITIVE_TEXT and ``customRegexes``).
+
+Each line the shape finder (``text_regions``) found is read with Tesseract and judged
+by the same detectors that clean free text in attributes (``infotypes``: names, dates,
+ages, phone numbers, IDs, locations...), by the instance's own identifying values, and
+by the config's custom regexes. Two choices keep the error on the safe side:
+
+* a line is kept only if it was *read*: a line Tesseract cannot read with confidence
+  (under 60) is redacted, since an unread name is still a name, unless what was read
+  has the shape of a measurement (short labels, units, numbers), which Tesseract is
+  often unsure of on noise;
+* the instance's own values are matched after OCR-style normalisation (letters and
+  digits only) allowing one misread character in six, because OCR confuses ``1``/``7``
+  and drops ``^`` while a near-miss of the patient's ID is still their ID.
+
+Decisions are per line: the whole line holding a match is redacted (``groupIndexes``
+narrow what a custom regex matches, not the box).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from . import infotypes
+from .ocr import read_line
+from .plan import CustomRegex
+from .text_regions import Box
+
+MIN_CONFIDENCE = 60.0
+# What measurement overlays are made of: short upper-case labels and units (HR, TI,
+# cm, MHz), numbers with decimals, percent or a unit, and separators. A line made only
+# of these, holding a number, is kept even when read with low confidence (Tesseract is
+# unsure of short tokens on noise); a name or an ID does not fit this shape.
+_MEASUREMENT_TOKEN = re.compile(
+    r"[A-Za-z]{1,4}|[0-9]{1,4}(?:[.,][0-9]{1,3})?(?:%|[A-Za-z]{1,4}(?:/[A-Za-z]{1,2})?)?"
+    r"|[/:=+\-]|[A-Za-z]{1,3}/[A-Za-z]{1,2}|[A-Za-z]{1,3}[0-9]{1,2}[.,][0-9]{1,3}")
+_NOISE_MARKS = "\"'`\u201c\u201d\u2018\u2019,;|_~*"
+_MIN_MEASUREMENT_CONFIDENCE = 10.0
+# Dates as OCR reads them: a character lost or misread still leaves digit groups
+# joined by date separators (``03/07/202``), which no measurement looks like.
+_PARTIAL_DATE = re.compile(r"\d{1,4}\s?[/.\-]\s?\d{1,2}\s?[/.\-]\s?\d{1,4}")
+
+
+def _alnum(text: str) -> str:
+    return "".join(c for c in text.upper() if c.isalnum())
+
+
+def _near(needle: str, hay: str) -> bool:
+    """``needle`` occurs in ``hay`` within one edit (substitution, insertion or deletion:
+    OCR reads ``LI`` as ``U``) per six characters (Sellers' approximate matching)."""
+    allowed = max(1, len(needle) // 6)
+    previous = [0] * (len(hay) + 1)  # a match may start anywhere in hay
+    for i, char in enumerate(needle, 1):
+        current = [i] + [0] * len(hay)
+        for j, other in enumerate(hay, 1):
+            current[j] = min(previous[j - 1] + (char != other), previous[j] + 1,
+                             current[j - 1] + 1)
+        previous = current
+    return min(previous) <= allowed
+
+
+def is_sensitive(text: str, known: dict[str, str], regexes: tuple[CustomRegex, ...] = ()) -> bool:
+    """Whether a line of text read from pixels identifies someone."""
+    if infotypes.find(text, known) or any(r.matches(text) for r in regexes) or \
+            _PARTIAL_DATE.search(text):
+        return True
+    flat = _alnum(text)
+    return any(_near(value, flat) for value in {_alnum(v) for v in known} if len(value) >= 4)
+
+
+def _measurement(text: str) -> bool:
+    """Measurement-shaped: labels, units and numbers, with a number (``HR 72``), or a
+    lone laterality/orientation letter pair (``R``, ``LAT``-style markers are longer)."""
+    tokens = [t for t in (t.strip(_NOISE_MARKS) for t in text.split()) if t]
+    if not tokens or not all(_MEASUREMENT_TOKEN.fullmatch(t) for t in tokens):
+        return False
+    return any(c.isdigit() for c in text) or (len(tokens) == 1 and len(tokens[0]) <= 2)
+
+
+def keeps(text: str, confidence: float, known: dict[str, str],
+          regexes: tuple[CustomRegex, ...] = ()) -> bool:
+    """Whether a line read from pixels may stay under REDACT_SENSITIVE_TEXT."""
+    if not any(c.isalnum() for c in text) or is_sensitive(text, known, regexes):
+        return False
+    return confidence >= MIN_CONFIDENCE or (
+        confidence >= _MIN_MEASUREMENT_CONFIDENCE and _measurement(text))
+
+
+def sensitive_boxes(grey: np.ndarray, boxes: list[Box], known: dict[str, str],
+                    regexes: tuple[CustomRegex, ...] = (), *, phi: bool = True) -> list[Box]:
+    """The boxes among ``boxes`` whose text is PHI or could not be read well enough.
+
+    With ``phi=False`` (custom regexes in a mode that keeps text) only lines a regex
+    matches are returned: the user asked for those patterns, not for all unread text.
+    """
+    out = []
+    for box in boxes:
+        left, top, right, bottom = box
+        crop = grey[top:bottom, left:right]
+        text, confidence = read_line(crop)
+        if not phi:
+            if any(r.matches(text) for r in regexes):
+                out.append(box)
+            continue
+        if is_sensitive(text, known, regexes):
+            out.append(box)
+            continue
+        if keeps(text, confidence, known, regexes):
+            continue
+        # Unsure: a second, sharper and larger reading decides (small text on noise).
+        text, confidence = read_line(crop, smooth=0.0, height=60)
+        if not keeps(text, confidence, known, regexes):
+            out.append(box)
+    return out
