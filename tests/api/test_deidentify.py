@@ -18,6 +18,7 @@ from googleapiclient.errors import HttpError
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
+from dicom_deid.corpus.burned_instances import PHI_VALUES, burned_instance
 from dicom_deid.corpus.markers import marked_instance
 from tests.helpers import retrieve_raw, stow_raw, wait_operation
 
@@ -147,3 +148,45 @@ def test_server_log_has_no_marker(server, healthcare, dataset: str, source) -> N
         "dicom": {"filterProfile": "DEIDENTIFY_TAG_CONTENTS"}}})
     log = server.log_path.read_bytes()
     assert [p.marker for p in marked.plants if p.searchable and p.marker.encode() in log] == []
+
+
+def test_burned_in_text_is_painted_and_a_bad_instance_fails_alone(
+        healthcare, server, dataset: str, store: str) -> None:
+    """REDACT_ALL_TEXT through the server: text boxes black in what comes back, the
+    undecodable instance counted as a failure with a reason, the rest stored."""
+    cases = [burned_instance(31, photometric="RGB"),
+             burned_instance(32, syntax="jpeg-baseline", width=480, height=360)]
+    parts = []
+    for case in cases:
+        buf = io.BytesIO()
+        case.dataset.save_as(buf, enforce_file_format=True)
+        parts.append(buf.getvalue())
+    broken = burned_instance(33, width=320, height=240).dataset
+    broken.PixelData = broken.PixelData[: len(broken.PixelData) // 2]
+    buf = io.BytesIO()
+    broken.save_as(buf, enforce_file_format=True)
+    parts.append(buf.getvalue())
+    r = stow_raw(f"{server.url}/v1/{store}/dicomWeb", parts)
+    assert r.status_code == 200, r.text
+    dest = new_store(healthcare, dataset)
+    config = {**BASIC, "image": {"textRedactionMode": "REDACT_ALL_TEXT"}}
+    op = deidentify(healthcare, store, {"destinationStore": dest, "config": config})
+    counter = op["metadata"]["counter"]
+    assert (int(counter["success"]), int(counter["failure"])) == (2, 1)
+    failures = requests.get(op["metadata"]["logsUrl"]).json()["failures"]
+    assert len(failures) == 1 and failures[0]["reason"].startswith("pixel data:")
+    by_size = {(c.dataset.Rows, c.dataset.Columns): c for c in cases}
+    for item in instances(server, dest):
+        [data] = retrieve_raw(f"{server.url}/v1/{dest}/dicomWeb",
+                              item["0020000D"]["Value"][0], item["0020000E"]["Value"][0],
+                              item["00080018"]["Value"][0])
+        ds = dcmread(io.BytesIO(data))
+        assert ds.BurnedInAnnotation == "NO"
+        assert all(v.encode() not in data for v in PHI_VALUES.values())
+        frame = ds.pixel_array
+        case = by_size.pop((ds.Rows, ds.Columns))
+        black = frame.min()  # RGB 0; MONOCHROME2 the image's own minimum
+        painted = [bool((frame[r.box[1]:r.box[3], r.box[0]:r.box[2]] == black).all())
+                   for r in case.regions]
+        assert sum(painted) >= len(painted) - 1, painted
+    assert by_size == {}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
+from dicom_deid.corpus.burned_instances import PHI_VALUES, burned_instance
 from dicom_deid.corpus.markers import marked_instance
 
 CLI = [sys.executable, "-m", "dicom_deid.cli", "deidentify"]
@@ -85,3 +86,37 @@ def test_no_marker_in_any_cli_output(tmp_path: Path) -> None:
         outputs += "\n".join(str(p) for p in dst.rglob("*")).encode()
         assert [p.marker for p in marked.plants if p.searchable
                 and p.marker.encode() in outputs] == []
+
+
+def test_cli_redacts_burned_in_text_and_fails_a_bad_image_alone(tmp_path: Path) -> None:
+    """REDACT_SENSITIVE_TEXT from the command line: PHI lines painted, the instance
+    whose pixel data is cut short reported with a reason, nothing PHI in any output."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    good = burned_instance(41, background="flat")
+    good.dataset.save_as(src / "good.dcm", enforce_file_format=True)
+    bad = burned_instance(42, width=320, height=240).dataset
+    bad.PixelData = bad.PixelData[:1000]
+    bad.save_as(src / "bad.dcm", enforce_file_format=True)
+    config = tmp_path / "us.json"
+    config.write_text(json.dumps({
+        "dicom": {"filterProfile": "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"},
+        "image": {"textRedactionMode": "REDACT_SENSITIVE_TEXT"}}))
+    run = subprocess.run([*CLI, "--config", str(config), str(src), str(dst), "--no-progress"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    report = json.loads((tmp_path / "dst.report.json").read_text())
+    assert report["counts"] == {"input": 2, "written": 1, "failed": 1}
+    assert report["failures"][0]["file"] == "bad.dcm"
+    assert report["failures"][0]["reason"].startswith("pixel data:")
+    [out] = list(dst.rglob("*.dcm"))
+    ds = dcmread(out)
+    assert ds.BurnedInAnnotation == "NO"
+    frame = ds.pixel_array
+    phi = [r for r in good.regions if r.phi]
+    black = frame.min()  # MONOCHROME2 is painted with the image's own minimum
+    assert phi and all((frame[r.box[1]:r.box[3], r.box[0]:r.box[2]] == black).all()
+                       for r in phi)
+    outputs = out.read_bytes() + run.stdout.encode() + run.stderr.encode() + \
+        (tmp_path / "dst.report.json").read_bytes()
+    assert [v for v in PHI_VALUES.values() if v.encode() in outputs] == []
