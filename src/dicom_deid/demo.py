@@ -3,7 +3,8 @@
 Today this exercises the local Cloud Healthcare API path the pipeline relies on:
 create a dataset and store, upload over STOW-RS, search with QIDO-RS, retrieve
 with WADO-RS, export to Cloud Storage (a local emulator) and import it back, then
-de-identify the store with the basic profile into a third store.
+de-identify the store with the basic profile into a third store, and de-identify
+ultrasound-like instances with text burned into their pixels with REDACT_ALL_TEXT.
 It prints what it did and exits non-zero if any step fails.
 """
 
@@ -23,6 +24,7 @@ from google.cloud import storage
 from googleapiclient.discovery import build
 from pydicom.data import get_testdata_file
 
+from .corpus.burned_instances import burned_instance
 from .testing import ServerProcess, StorageEmulator, free_port
 
 # pydicom's bundled samples, one per kind of image the pipeline meets.
@@ -33,6 +35,7 @@ SAMPLES = [
 ]
 PARENT = "projects/demo/locations/local"
 CONFIG = Path(__file__).parents[2] / "include" / "configs" / "deid" / "basic.json"
+ULTRASOUND = CONFIG.with_name("ultrasound.json")
 
 
 def _wait(hc: object, name: str) -> dict:
@@ -42,6 +45,43 @@ def _wait(hc: object, name: str) -> dict:
         if op.get("done"):
             return op
         time.sleep(0.2)
+
+
+def _burned_in_text(hc: object, url: str, dataset: str) -> bool:
+    """Ultrasound-like instances with names burned into their pixels, through
+    ultrasound.json (basic profile + REDACT_ALL_TEXT): every instance stored, marked
+    BurnedInAnnotation=NO, and the share of drawn strings painted over."""
+    stores = hc.projects().locations().datasets().dicomStores()
+    source = stores.create(parent=dataset, dicomStoreId="ultrasound", body={}).execute()["name"]
+    cases = [burned_instance(1, photometric="RGB"),
+             burned_instance(2, photometric="RGB", frames=20, syntax="rle"),
+             burned_instance(3, syntax="jpeg-baseline", width=480, height=360)]
+    DICOMwebClient(url=f"{url}/v1/{source}/dicomWeb").store_instances(
+        [c.dataset for c in cases])
+    dest = stores.create(parent=dataset, dicomStoreId="ultrasound-deidentified",
+                         body={}).execute()["name"]
+    op = stores.deidentify(sourceStore=source, body={
+        "destinationStore": dest, "config": json.loads(ULTRASOUND.read_text())}).execute()
+    counter = _wait(hc, op["name"])["metadata"]["counter"]
+    web = DICOMwebClient(url=f"{url}/v1/{dest}/dicomWeb")
+    by_shape = {(c.dataset.Rows, c.dataset.Columns, int(c.dataset.get("NumberOfFrames", 1))): c
+                for c in cases}
+    painted = total = marked = 0
+    for item in web.search_for_instances():
+        ds = web.retrieve_instance(item["0020000D"]["Value"][0], item["0020000E"]["Value"][0],
+                                   item["00080018"]["Value"][0])
+        marked += ds.get("BurnedInAnnotation") == "NO"
+        frames = ds.pixel_array.reshape(int(ds.get("NumberOfFrames", 1)), ds.Rows, ds.Columns, -1)
+        case = by_shape[(ds.Rows, ds.Columns, len(frames))]
+        black = frames.min()
+        for r in case.regions:
+            total += 1
+            painted += bool((frames[:, r.box[1]:r.box[3], r.box[0]:r.box[2]] == black).all())
+    done = int(counter.get("success", 0))
+    print(f"de-identified {len(cases)} ultrasound-like instances with burned-in text using "
+          f"{ULTRASOUND.name}: {done} stored, {marked} marked BurnedInAnnotation=NO, "
+          f"{painted} of {total} burned-in strings painted over")
+    return done == marked == len(cases) and painted >= total - 1
 
 
 def run(workdir: Path) -> int:
@@ -118,9 +158,11 @@ def run(workdir: Path) -> int:
         print(f"de-identified {source} into {deid} with {CONFIG.name}: {done} instances, "
               f"{failed} failed, {removed} marked PatientIdentityRemoved=YES")
 
+        burned_ok = _burned_in_text(hc, server.url, dataset)
+
         ok = (stored == len(instances) == len(found) == same == len(objects)
               and int(metrics["instanceCount"]) == stored
-              and done + failed == stored and failed == 0 and removed == done)
+              and done + failed == stored and failed == 0 and removed == done and burned_ok)
         print("demo " + ("succeeded" if ok else "FAILED: counts do not reconcile"))
         return 0 if ok else 1
     finally:

@@ -449,4 +449,7 @@ def burned_instance(seed: int, *, photometric: str = "MONOCHROME2", bits: int = 
         ds.compress(SYNTAXES[syntax], generate_instance_uid=False, **options)
         if syntax == "j2k":
             _mark_lossy(ds, pixels.nbytes, "JPEG 2000 irreversible wavelet")
+    # A Part 10 preamble, so clients that write datasets as they are (dicomweb-client)
+    # send files a store accepts.
+    ds.preamble = b"\0" * 128
     return BurnedInstance(ds, tuple(regions), pixels)
