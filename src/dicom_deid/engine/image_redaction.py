@@ -14,7 +14,8 @@ REDACT_SENSITIVE_TEXT and the instance has pixel data:
 3. for REDACT_SENSITIVE_TEXT, keep only the lines that read as PHI (``sensitive_text``);
 4. paint the union of boxes on every frame with the photometric's black and re-encode
    (losslessly where the syntax allows, else Explicit VR Little Endian);
-5. set BurnedInAnnotation to NO and drop overlay planes, which can hold text too.
+5. set BurnedInAnnotation to NO (not for custom regexes alone: other text stays), and
+   drop overlay planes and the icon thumbnail, which can hold the same text.
 
 Instances are not decoded at all when the mode redacts nothing, and frames are not
 re-encoded when nothing was found, so their pixel data stays byte-identical.
@@ -74,6 +75,8 @@ def redact_pixels(ds: Dataset, plan: ImagePlan, known: dict[str, str]) -> int:
     if any(keyword in ds for keyword in _FLOAT_PIXELS):
         raise pixels.PixelError("float pixel data cannot be searched for burned-in text")
     _drop_overlays(ds)
+    if "IconImageSequence" in ds:  # a thumbnail of the same pixels, text included
+        del ds.IconImageSequence
     if "PixelData" not in ds:
         return 0
     frames = pixels.decode(ds)
@@ -83,5 +86,6 @@ def redact_pixels(ds: Dataset, plan: ImagePlan, known: dict[str, str]) -> int:
         for left, top, right, bottom in boxes:
             frames[:, top:bottom, left:right, :] = fill
         pixels.encode(ds, frames)
-    ds.BurnedInAnnotation = "NO"
+    if plan.mode in (ALL_TEXT, SENSITIVE_TEXT):  # custom regexes alone leave other text
+        ds.BurnedInAnnotation = "NO"
     return len(boxes)

@@ -225,7 +225,7 @@ def build_plan(config: dict | None, key: bytes, *, retain_safe_private: bool = F
     if date_key is not None:
         options.append("rtnLongModifDatesOpt")
     image = image_plan(config.get("image"))
-    if image.redacts:
+    if image.mode in (ALL_TEXT, SENSITIVE_TEXT):
         options.append("cleanPixOpt")
     return Plan(
         profile=profile, key=key, keep=keep, remove=remove, retain_uids=retain_uids,
