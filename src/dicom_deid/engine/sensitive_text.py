@@ -36,7 +36,8 @@ MIN_CONFIDENCE = 60.0
 _MEASUREMENT_TOKEN = re.compile(
     r"[A-Za-z]{1,4}|[0-9]{1,4}(?:[.,][0-9]{1,3})?(?:%|[A-Za-z]{1,4}(?:/[A-Za-z]{1,2})?)?"
     r"|[/:=+\-]|[A-Za-z]{1,3}/[A-Za-z]{1,2}|[A-Za-z]{1,3}[0-9]{1,2}[.,][0-9]{1,3}")
-_NOISE_MARKS = "\"'`\u201c\u201d\u2018\u2019,;|_~*"
+# Letters OCR reads for digits inside numbers (``T1O.4`` is ``TI 0.4``).
+_AS_DIGIT = str.maketrans("OoDQlI|SB", "000011158")
 _MIN_MEASUREMENT_CONFIDENCE = 10.0
 # Dates as OCR reads them: a character lost or misread still leaves digit groups
 # joined by date separators (``03/07/202``), which no measurement looks like.
@@ -70,10 +71,28 @@ def is_sensitive(text: str, known: dict[str, str], regexes: tuple[CustomRegex, .
     return any(_near(value, flat) for value in {_alnum(v) for v in known} if len(value) >= 4)
 
 
+def _token(word: str) -> str:
+    """A word without the marks OCR adds at its ends (quotes, dashes, specks), and with
+    letters read for digits put back when the word holds a number."""
+    start, end = 0, len(word)
+    while start < end and not (word[start].isalnum() or word[start] in "%/"):
+        start += 1
+    while end > start and not (word[end - 1].isalnum() or word[end - 1] in "%/"):
+        end -= 1
+    word = word[start:end]
+    if any(c.isdigit() for c in word):
+        head = len(word) - len(word.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
+        body = word[head:]
+        digits = len(body) - len(body.lstrip("0123456789.,OoDQlI|SB"))
+        word = word[:head] + body[:digits].translate(_AS_DIGIT) + body[digits:]
+    return word
+
+
 def _measurement(text: str) -> bool:
     """Measurement-shaped: labels, units and numbers, with a number (``HR 72``), or a
     lone laterality/orientation letter pair (``R``, ``LAT``-style markers are longer)."""
-    tokens = [t for t in (t.strip(_NOISE_MARKS) for t in text.split()) if t]
+    tokens = [_token(t) for t in text.split()]
+    tokens = [t for t in tokens if t]
     if not tokens or not all(_MEASUREMENT_TOKEN.fullmatch(t) for t in tokens):
         return False
     return any(c.isdigit() for c in text) or (len(tokens) == 1 and len(tokens[0]) <= 2)
