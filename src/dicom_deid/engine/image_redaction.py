@@ -38,7 +38,22 @@ def _views(grey: np.ndarray) -> list[np.ndarray]:
     """The 8-bit images text is looked for in (see the module's step 2)."""
     if len(grey) == 1:
         return [grey[0]]
+    if len(grey) == 3:  # already the first frame, minimum and maximum
+        return list(grey)
     return [grey[0], grey.min(axis=0), grey.max(axis=0)]
+
+
+def _detection_grey(ds: Dataset, frames: np.ndarray) -> np.ndarray:
+    """8-bit grey of the first frame and of the temporal minimum and maximum.
+
+    The minimum and maximum are taken on stored values (per colour channel), so only
+    three images are converted to grey whatever the frame count; palette indices are
+    not ordered by brightness, so palette frames are converted first.
+    """
+    if len(frames) <= 3 or pixels.photometric_after_decode(ds) == "PALETTE COLOR":
+        return pixels.to_grey8(ds, frames)
+    stack = np.stack([frames[0], frames.min(axis=0), frames.max(axis=0)])
+    return pixels.to_grey8(ds, stack)
 
 
 def _union(boxes: list[Box]) -> list[Box]:
@@ -80,7 +95,7 @@ def redact_pixels(ds: Dataset, plan: ImagePlan, known: dict[str, str]) -> int:
     if "PixelData" not in ds:
         return 0
     frames = pixels.decode(ds)
-    boxes = find_boxes(pixels.to_grey8(ds, frames), plan, known)
+    boxes = find_boxes(_detection_grey(ds, frames), plan, known)
     if boxes:
         fill = pixels.fill_value(ds, frames)
         for left, top, right, bottom in boxes:
