@@ -7,7 +7,7 @@ UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := tesseract-ocr tesseract-ocr-eng dcmtk fonts-dejavu-core
 
-.PHONY: setup system-deps demo test lint bench bench-server bench-deid bench-text lock clean serve
+.PHONY: setup system-deps demo test lint bench bench-server bench-deid bench-text bench-image lock clean serve
 
 setup: system-deps $(STAMP)
 
@@ -46,7 +46,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests bench
 
-bench: bench-server bench-deid
+bench: bench-server bench-deid bench-text bench-image
 
 bench-server: setup
 	$(BIN)/python bench/server_throughput.py
@@ -57,6 +57,9 @@ bench-deid: setup
 
 bench-text: setup
 	$(BIN)/python bench/text_regions_recall.py --ocr
+
+bench-image: setup
+	$(BIN)/python bench/image_redaction_throughput.py --install-peers
 
 serve: setup
 	$(BIN)/dicom-deid serve --port 8080 --data-dir data/healthcare

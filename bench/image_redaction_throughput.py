@@ -42,7 +42,8 @@ What is measured, and why this way:
   ``ru_maxrss``: Linux carries it over fork and exec, so every worker would report at
   least what the parent held when it started it (the parent holds the generated cine).
   The cine line compares 100 frames with one.
-* Where our time goes: decode (``pixels.decode``), grey (``pixels.to_grey8``), detect
+* Where our time goes: decode (``pixels.decode``), grey (the 8-bit views detection
+  runs on: the frame, or for a cine the first frame and the temporal min/max), detect
   (``image_redaction.find_boxes``: text regions, and OCR of candidate lines for
   SENSITIVE), paint + encode (``pixels.encode``); the rest of the call is reading, the
   header profile and writing. Timed separately, after the timed passes.
@@ -146,7 +147,7 @@ def _ours_runner(mode: str):
 def _ours_split(data: bytes, plan) -> tuple[dict[str, float], list[list[int]]]:
     """The steps of ``image_redaction.redact_pixels`` timed one by one, and its boxes."""
     from dicom_deid.engine import pixels
-    from dicom_deid.engine.image_redaction import find_boxes
+    from dicom_deid.engine.image_redaction import _detection_grey, find_boxes
     from dicom_deid.engine.profiles import known_identifiers
     from dicom_deid.engine.reading import read
 
@@ -155,7 +156,7 @@ def _ours_split(data: bytes, plan) -> tuple[dict[str, float], list[list[int]]]:
     t0 = time.perf_counter()
     frames = pixels.decode(ds)
     t1 = time.perf_counter()
-    grey = pixels.to_grey8(ds, frames)
+    grey = _detection_grey(ds, frames)
     t2 = time.perf_counter()
     boxes = find_boxes(grey, plan.image, known)
     t3 = time.perf_counter()

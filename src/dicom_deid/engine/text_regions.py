@@ -61,8 +61,11 @@ def _local_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             cv2.resize(sigma, (width, height), interpolation=cv2.INTER_LINEAR))
 
 
-def _stroke_masks(grey: np.ndarray, scale: float) -> list[np.ndarray]:
-    """Bright-stroke and dark-stroke masks at one smoothing scale."""
+Labelled = tuple[int, np.ndarray, np.ndarray, np.ndarray]  # count, labels, stats, kept
+
+
+def _stroke_components(grey: np.ndarray, scale: float) -> list[Labelled]:
+    """Bright-stroke and dark-stroke components at one smoothing scale (labelled once)."""
     smooth = cv2.GaussianBlur(grey, (0, 0), scale)
     background, _ = _local_stats(smooth)
     lift = smooth.astype(np.float32) - background
@@ -71,7 +74,8 @@ def _stroke_masks(grey: np.ndarray, scale: float) -> list[np.ndarray]:
         strokes = cv2.morphologyEx(smooth, op, _TOPHAT).astype(np.float32)
         level, sigma = _local_stats(strokes)
         mask = (strokes > np.maximum(_FLOOR, level + _NOISE_SIGMAS * sigma)).astype(np.uint8)
-        count, labels = cv2.connectedComponents(mask, connectivity=8)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        keep = np.zeros(count, bool)
         if count > 1:
             where = mask.astype(bool)
             ids = labels[where]
@@ -79,17 +83,16 @@ def _stroke_masks(grey: np.ndarray, scale: float) -> list[np.ndarray]:
             response = np.bincount(ids, weights=strokes[where], minlength=count)
             keep = lifted > _POLARITY * response
             keep[0] = False
-            mask = keep[labels].astype(np.uint8)
-        masks.append(mask)
+        masks.append((count, labels, stats, keep))
     return masks
 
 
-def _components(mask: np.ndarray, polarity: int, dx: int = 0, dy: int = 0,
+def _components(labelled: Labelled, polarity: int, dx: int = 0, dy: int = 0,
                 depth: int = 0) -> list[list[int]]:
     """[left, top, right, bottom, area, polarity x area] of glyph-sized components."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    count, labels, stats, keep = labelled
     out = []
-    for i in range(1, count):
+    for i in np.nonzero(keep)[0]:
         x, y, w, h, area = (int(v) for v in stats[i])
         if area < 4 or h < MIN_HEIGHT:
             continue
@@ -99,7 +102,11 @@ def _components(mask: np.ndarray, polarity: int, dx: int = 0, dy: int = 0,
             empty = rows <= max(1, 0.05 * rows.max())
             if empty[1:-1].any():
                 part[empty] = False
-                out.extend(_components(part.astype(np.uint8), polarity, x + dx, y + dy, depth + 1))
+                sub = cv2.connectedComponentsWithStats(part.astype(np.uint8), connectivity=8)
+                kept = np.ones(sub[0], bool)
+                kept[0] = False
+                out.extend(_components((sub[0], sub[1], sub[2], kept), polarity,
+                                       x + dx, y + dy, depth + 1))
                 continue
         if h <= MAX_HEIGHT:
             out.append([x + dx, y + dy, x + w + dx, y + h + dy, area, polarity * area])
@@ -157,8 +164,8 @@ def text_boxes(grey: np.ndarray) -> list[Box]:
     """Line boxes likely to hold text in an 8-bit grey frame, clipped to the frame."""
     grey = np.ascontiguousarray(grey, dtype=np.uint8)
     boxes = [component for scale in _SCALES
-             for polarity, mask in enumerate(_stroke_masks(grey, scale))
-             for component in _components(mask, polarity)]
+             for polarity, labelled in enumerate(_stroke_components(grey, scale))
+             for component in _components(labelled, polarity)]
     if not boxes:
         return []
     sharp = cv2.GaussianBlur(grey, (0, 0), _SHRINK_SCALE)
