@@ -7,8 +7,10 @@ dicomweb-client, google-cloud-storage, plain HTTP where a raw body is the point.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from dicomweb_client.api import DICOMwebClient
@@ -17,6 +19,16 @@ from google.cloud import storage
 from googleapiclient.discovery import build
 
 from dicom_deid.testing import ServerProcess, StorageEmulator, free_port
+
+# Airflow reads its configuration once, at first import: give the whole test session
+# one throw-away AIRFLOW_HOME (with this checkout's dags/ and plugins/) before any
+# test module imports it, so no test touches ~/airflow.
+_REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="dicom-deid-airflow-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(_REPO / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(_REPO / "plugins"))
 
 PROJECT, LOCATION = "test-project", "us-central1"
 PARENT = f"projects/{PROJECT}/locations/{LOCATION}"

@@ -1,0 +1,1 @@
+"""Operators for the Cloud Healthcare API."""

@@ -1,0 +1,89 @@
+"""The run report: one HTML page per run that on-call can open from the task's link.
+
+It shows counts, the config's digest (never the config's keys), each gate's result
+with the expectations that failed, and thumbnails of sampled *destination* images
+with the areas the de-identification painted outlined in red. The outline comes from
+comparing the destination frame with its source frame in memory; the source image
+itself is never written anywhere, so the report carries no PHI.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+THUMB = 256
+
+
+def config_digest(config: dict) -> str:
+    """A short, stable fingerprint of a config (the same one the engine reports)."""
+    canonical = json.dumps(config or {}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _boxes(changed: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Bounding boxes of the changed areas (8 px grid cells joined into rectangles)."""
+    import cv2
+
+    mask = cv2.dilate(changed.astype(np.uint8), np.ones((5, 5), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    return [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h, area in stats[1:count]
+            if area >= 16]
+
+
+def thumbnail(destination_png: bytes, source_png: bytes | None = None) -> str:
+    """A data: URI of the destination frame, painted areas outlined when the source is
+    given (the source is only compared, never drawn)."""
+    dest = Image.open(io.BytesIO(destination_png)).convert("RGB")
+    boxes: list[tuple[int, int, int, int]] = []
+    if source_png is not None:
+        src = Image.open(io.BytesIO(source_png)).convert("RGB")
+        if src.size == dest.size:
+            diff = np.abs(np.asarray(src, np.int16) - np.asarray(dest, np.int16)).max(axis=2)
+            boxes = _boxes(diff > 8)
+    scale = THUMB / max(dest.size)
+    small = dest.resize((max(1, round(dest.width * scale)), max(1, round(dest.height * scale))))
+    draw = ImageDraw.Draw(small)
+    for left, top, right, bottom in boxes:
+        draw.rectangle([left * scale, top * scale, right * scale, bottom * scale],
+                       outline=(255, 0, 0), width=2)
+    buf = io.BytesIO()
+    small.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _table(rows: dict[str, Any]) -> str:
+    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                    for k, v in rows.items())
+    return f"<table>{cells}</table>"
+
+
+def write_report(path: Path, *, title: str, counts: dict[str, Any],
+                 gates: list[dict[str, Any]], thumbnails: list[tuple[str, str]]) -> Path:
+    """Write the page: counts, gates (with failed expectations) and thumbnails."""
+    gate_rows = "".join(
+        f"<tr><td>{html.escape(g['name'])}</td>"
+        f"<td class={'ok' if g['success'] else 'fail'}>{'passed' if g['success'] else 'FAILED'}"
+        f"</td><td>{html.escape(', '.join(g.get('failed', [])) or '-')}</td></tr>"
+        for g in gates)
+    thumbs = "".join(f"<figure><img src='{uri}'><figcaption>{html.escape(caption)}"
+                     f"</figcaption></figure>" for caption, uri in thumbnails)
+    page = f"""<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.ok{{color:#070}}
+.fail{{color:#b00;font-weight:bold}}figure{{display:inline-block;margin:8px}}</style>
+<h1>{html.escape(title)}</h1><h2>Counts</h2>{_table(counts)}
+<h2>Quality gates</h2><table><tr><th>gate</th><th>result</th><th>failed expectations</th></tr>
+{gate_rows}</table><h2>Sampled destination images</h2>
+<p>Red outlines: areas the de-identification painted (burned-in text).</p>{thumbs}"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page)
+    return path

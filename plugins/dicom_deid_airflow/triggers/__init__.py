@@ -1,0 +1,1 @@
+"""Triggers for the Cloud Healthcare API."""

@@ -1,0 +1,46 @@
+"""Airflow test set-up: a throw-away AIRFLOW_HOME and a connection to the local server.
+
+Airflow reads its configuration once, when it is first imported, so ``AIRFLOW_HOME``
+(a session temp dir), ``AIRFLOW__CORE__UNIT_TEST_MODE`` and
+``AIRFLOW__CORE__LOAD_EXAMPLES`` are set here, when pytest imports this conftest, before
+any test module imports airflow. They are set with ``setdefault``: tests/conftest.py
+sets the same for the whole session first, and one session must have one Airflow home.
+
+Connections: in Airflow 3.3 a hook used outside a running task resolves a connection
+through the secrets backends, the first of which reads ``AIRFLOW_CONN_<ID>`` environment
+variables (JSON or URI), looked up at each call. No metadata database, execution API
+server or ``AIRFLOW__CORE__EXECUTION_API_SERVER_URL`` is needed for that; tasks run by
+``dag.test()`` resolve it the same way through the in-process execution API. The
+connection points at the session's local server (``server`` in tests/conftest.py), so an
+autouse session fixture sets it once the server's port is known, before any hook is built.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import tempfile
+
+import pytest
+
+if "AIRFLOW_HOME" not in os.environ:
+    _HOME = tempfile.mkdtemp(prefix="airflow-home-")
+    atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
+    os.environ["AIRFLOW_HOME"] = _HOME
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+PROJECT = "demo"
+LOCATION = "local"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def google_cloud_default(server) -> str:
+    """``google_cloud_default`` -> the local server, project ``demo``."""
+    os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = json.dumps({
+        "conn_type": "google_cloud_platform",
+        "extra": {"api_endpoint": server.url, "project": PROJECT},
+    })
+    return server.url

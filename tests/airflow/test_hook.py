@@ -1,0 +1,161 @@
+"""HealthcareHook against the real local server (tests/conftest.py ``server``).
+
+The connection ``google_cloud_default`` comes from ``AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT``
+(see conftest.py). Requests are counted by wrapping the hook's real HTTP transport, which
+still sends every request: nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import pytest
+from airflow.sdk.exceptions import AirflowException
+from dicom_deid_airflow.hooks.healthcare import (
+    DEFAULT_ENDPOINT,
+    HealthcareApiError,
+    HealthcareHook,
+    dataset_of,
+    is_google_endpoint,
+)
+from google.auth.credentials import AnonymousCredentials
+
+from dicom_deid.testing import free_port
+from tests.airflow.conftest import LOCATION, PROJECT
+from tests.airflow.helpers import dataset_name, samples, unique
+
+
+@pytest.fixture(scope="module")
+def hook() -> HealthcareHook:
+    return HealthcareHook()
+
+
+@pytest.fixture(scope="module")
+def dataset(hook: HealthcareHook) -> str:
+    return hook.create_dataset(None, LOCATION, unique("hook"))["name"]
+
+
+def count_requests(hook: HealthcareHook) -> list[tuple[str, str]]:
+    """Record (method, uri) of every request the hook's discovery client sends."""
+    http = hook.get_conn()._http
+    sent: list[tuple[str, str]] = []
+    real = http.request
+
+    def request(uri, method="GET", *args, **kwargs):
+        sent.append((method, uri))
+        return real(uri, method, *args, **kwargs)
+
+    http.request = request
+    return sent
+
+
+def test_connection_gives_endpoint_project_and_anonymous_credentials(server) -> None:
+    hook = HealthcareHook()
+    assert hook.api_endpoint == server.url
+    assert hook.project_id == PROJECT
+    assert not hook.is_google
+    assert isinstance(hook.get_credentials(), AnonymousCredentials)
+    assert hook.dicomweb_url("projects/p/locations/l/datasets/d/dicomStores/s") == (
+        f"{server.url}/v1/projects/p/locations/l/datasets/d/dicomStores/s/dicomWeb")
+    # The hook argument wins over the connection; Google's endpoint means real credentials.
+    google = HealthcareHook(api_endpoint=DEFAULT_ENDPOINT)
+    assert google.is_google and google.api_endpoint == DEFAULT_ENDPOINT
+
+
+def test_endpoint_and_name_helpers() -> None:
+    assert is_google_endpoint("https://healthcare.googleapis.com")
+    assert is_google_endpoint("https://us-central1-healthcare.googleapis.com/")
+    assert not is_google_endpoint("http://127.0.0.1:8080")
+    assert not is_google_endpoint("https://googleapis.com.example.org")
+    name = "projects/p/locations/l/datasets/d/dicomStores/s"
+    assert dataset_of(name) == "projects/p/locations/l/datasets/d"
+    assert dataset_of("projects/p/locations/l/datasets/d/operations/1") == dataset_of(name)
+    with pytest.raises(ValueError):
+        dataset_of("datasets/d")
+
+
+def test_create_dataset_is_idempotent(hook: HealthcareHook) -> None:
+    dataset_id = unique("ds")
+    first = hook.create_dataset(PROJECT, LOCATION, dataset_id)
+    again = hook.create_dataset(None, LOCATION, dataset_id)  # 409: get and return it
+    assert first == again == {"name": dataset_name(dataset_id)}
+
+
+def test_existing_empty_store_is_reused(hook: HealthcareHook, dataset: str) -> None:
+    store_id = unique("st")
+    created = hook.create_dicom_store(dataset, store_id)
+    sent = count_requests(hook)
+    reused = hook.create_dicom_store(dataset, store_id)
+    assert created["name"] == reused["name"] == f"{dataset}/dicomStores/{store_id}"
+    methods = [m for m, _ in sent]
+    assert methods == ["POST", "GET", "GET"]  # create (409), metrics, get
+
+
+def test_non_empty_store_is_refused_unless_overwrite(hook: HealthcareHook, dataset: str) -> None:
+    store_id = unique("st")
+    name = hook.create_dicom_store(dataset, store_id)["name"]
+    hook.dicomweb_client(name).store_instances(samples())
+    assert hook.count_instances(name) == 2
+    with pytest.raises(AirflowException, match="holds 2 instances.*overwrite=True"):
+        hook.create_dicom_store(dataset, store_id)
+    assert hook.count_instances(name) == 2  # nothing was touched
+    recreated = hook.create_dicom_store(dataset, store_id, overwrite=True)
+    assert recreated["name"] == name
+    assert hook.count_instances(name) == 0
+    assert hook.get_store_metrics(name)["instanceCount"] == "0"
+
+
+def test_api_errors_carry_status_and_message(hook: HealthcareHook, dataset: str) -> None:
+    with pytest.raises(HealthcareApiError) as err:
+        hook.get_dicom_store(f"{dataset}/dicomStores/missing")
+    exc = err.value
+    assert (exc.code, exc.status) == (404, "NOT_FOUND")
+    assert "not found" in exc.api_message
+    assert str(exc).startswith(f"get DICOM store {dataset}/dicomStores/missing failed: ")
+    assert str(exc).endswith("(404 NOT_FOUND)")
+    assert not exc.retryable
+    with pytest.raises(HealthcareApiError) as err:
+        hook.create_dicom_store(dataset, "bad id!")
+    assert (err.value.code, err.value.status) == (400, "INVALID_ARGUMENT")
+    assert isinstance(err.value, AirflowException)
+    for text in (str(err.value), repr(err.value)):
+        assert "Bearer" not in text and "Authorization" not in text
+
+
+def test_a_4xx_is_not_retried(dataset: str) -> None:
+    hook = HealthcareHook(num_retries=4)
+    sent = count_requests(hook)
+    with pytest.raises(HealthcareApiError, match="404"):
+        hook.get_operation(f"{dataset}/operations/123")
+    assert len(sent) == 1
+    with pytest.raises(HealthcareApiError, match="409"):
+        hook._execute(hook._datasets().create(
+            parent=f"projects/{PROJECT}/locations/{LOCATION}",
+            datasetId=dataset.rsplit("/", 1)[1], body={}), "create dataset")
+    assert len(sent) == 2
+
+
+def test_a_connection_error_is_retried_with_backoff() -> None:
+    hook = HealthcareHook(api_endpoint=f"http://127.0.0.1:{free_port()}", num_retries=1)
+    sent = count_requests(hook)
+    with pytest.raises(HealthcareApiError, match="did not answer after 1 retries") as err:
+        hook.get_operation("projects/p/locations/l/datasets/d/operations/1")
+    assert err.value.code is None and err.value.retryable
+    assert len(sent) == 2  # the first attempt and one retry
+
+
+def test_dicomweb_client_stores_and_searches(hook: HealthcareHook, dataset: str) -> None:
+    name = hook.create_dicom_store(dataset, unique("web"))["name"]
+    client = hook.dicomweb_client(name)
+    assert client.base_url == hook.dicomweb_url(name)
+    ct = samples()[0]
+    client.store_instances([ct])
+    found = client.search_for_instances(search_filters={"SOPInstanceUID": ct.SOPInstanceUID})
+    assert [i["00080018"]["Value"][0] for i in found] == [ct.SOPInstanceUID]
+    assert hook.count_instances(name) == 1
+
+
+def test_delete_store(hook: HealthcareHook, dataset: str) -> None:
+    name = hook.create_dicom_store(dataset, unique("del"))["name"]
+    hook.delete_dicom_store(name)
+    with pytest.raises(HealthcareApiError, match="404"):
+        hook.delete_dicom_store(name)
+    hook.delete_dicom_store(name, missing_ok=True)

@@ -1,0 +1,138 @@
+"""The two DAGs end to end with ``airflow dags test`` (which also runs the triggers),
+against the local Cloud Healthcare API server and the Cloud Storage emulator.
+
+A source store is seeded with planted PHI in headers (``corpus.markers``), text burned
+into ultrasound pixels (``corpus.burned_instances``) and pydicom's CT/MR samples. The
+strong run must de-identify, verify, pass its gates, export, write a manifest and hand
+it to training, leaving no planted value in any log, XCom, report or file name. The
+weak run (a profile that keeps every tag) must be stopped by the quality gate before
+anything is exported.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+from pydicom.data import get_testdata_file
+
+from dicom_deid.corpus.burned_instances import PHI_VALUES, burned_instance
+from dicom_deid.corpus.markers import marked_instance
+from tests.helpers import stow_raw
+
+REPO = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+BUCKET = "dicom-deid-e2e"
+
+
+def _bytes(ds) -> bytes:  # noqa: ANN001
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory, server, gcs_emulator) -> dict:  # noqa: ANN001
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps({
+            "conn_type": "google_cloud_platform",
+            "extra": {"api_endpoint": server.url, "project": "test-project"}}),
+        "STORAGE_EMULATOR_HOST": gcs_emulator.host,
+        "DICOM_DEID_REPORTS": str(home / "reports"),
+        "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
+    }
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
+    client = storage.Client(project="test", credentials=AnonymousCredentials())
+    if client.lookup_bucket(BUCKET) is None:
+        client.create_bucket(BUCKET)
+    return env
+
+
+@pytest.fixture(scope="module")
+def source(healthcare, server) -> tuple[str, list]:  # noqa: ANN001
+    """A store with planted PHI in headers and pixels; returns its name and the plants."""
+    datasets = healthcare.projects().locations().datasets()
+    dataset_id = f"e2e-{uuid.uuid4().hex[:8]}"
+    datasets.create(parent="projects/test-project/locations/us-central1",
+                    datasetId=dataset_id, body={}).execute()
+    dataset = f"projects/test-project/locations/us-central1/datasets/{dataset_id}"
+    store = datasets.dicomStores().create(parent=dataset, dicomStoreId="source",
+                                          body={}).execute()["name"]
+    marked = [marked_instance(seed=s) for s in (61, 62)]
+    parts = [m.to_bytes() for m in marked]
+    parts += [_bytes(burned_instance(63, photometric="RGB").dataset),
+              _bytes(burned_instance(64, background="flat").dataset)]
+    parts += [Path(get_testdata_file(n)).read_bytes() for n in ("CT_small.dcm", "MR_small.dcm")]
+    r = stow_raw(f"{server.url}/v1/{store}/dicomWeb", parts)
+    assert r.status_code == 200, r.text
+    markers = [p.marker for m in marked for p in m.plants if p.searchable]
+    markers += [v for v in PHI_VALUES.values() if len(v) >= 6]
+    return store, markers
+
+
+def _dags_test(env: dict, dag_id: str, conf: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([AIRFLOW, "dags", "test", dag_id, "--conf", json.dumps(conf)],
+                          env=env, capture_output=True, text=True, timeout=900)
+
+
+def _everything_written(env: dict, run: subprocess.CompletedProcess) -> bytes:
+    """Console, task logs, the metadata DB (XComs, params, asset events) and reports."""
+    home = Path(env["AIRFLOW_HOME"])
+    blobs = [run.stdout.encode(), run.stderr.encode()]
+    for path in home.rglob("*"):
+        if path.is_file():
+            blobs.append(str(path).encode())
+            blobs.append(path.read_bytes())
+    return b"\n".join(blobs)
+
+
+def _objects(prefix: str) -> list[storage.Blob]:
+    client = storage.Client(project="test", credentials=AnonymousCredentials())
+    return list(client.list_blobs(BUCKET, prefix=prefix))
+
+
+def test_deidentify_export_and_handoff_end_to_end(airflow_env, source) -> None:
+    store, markers = source
+    prefix = f"strong-{uuid.uuid4().hex[:6]}"
+    run = _dags_test(airflow_env, "dicom_deidentify", {
+        "source_store": store, "destination_store_id": "deid-strong", "profile": "basic",
+        "sample_size": 6, "export_prefix": f"gs://{BUCKET}/{prefix}"})
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    names = [b.name for b in _objects(prefix + "/")]
+    exported = [n for n in names if n.endswith(".dcm")]
+    assert len(exported) == 6, names
+    manifest = f"gs://{BUCKET}/{prefix}/manifest.parquet"
+    assert f"{prefix}/manifest.parquet" in names
+    handoff = _dags_test(airflow_env, "dicom_training_handoff", {"manifest": manifest})
+    assert handoff.returncode == 0, handoff.stdout[-4000:] + handoff.stderr[-4000:]
+    assert f"{prefix}/dataset_stats.json" in [b.name for b in _objects(prefix + "/")]
+    written = _everything_written(airflow_env, run) + handoff.stdout.encode()
+    assert [m for m in markers if m.encode() in written] == []
+
+
+def test_a_weak_profile_is_stopped_by_the_gate_before_export(airflow_env, source) -> None:
+    store, _ = source
+    prefix = f"weak-{uuid.uuid4().hex[:6]}"
+    run = _dags_test(airflow_env, "dicom_deidentify", {
+        "source_store": store, "destination_store_id": "deid-weak",
+        "profile": "keep-all-pixels-only", "sample_size": 6,
+        "export_prefix": f"gs://{BUCKET}/{prefix}"})
+    assert run.returncode != 0
+    assert [b.name for b in _objects(prefix + "/") if b.name.endswith(".dcm")] == []
+    logs = _everything_written(airflow_env, run).decode(errors="replace")
+    assert "gate_deidentified" in logs and "failed expectation" in logs.lower()
