@@ -7,7 +7,7 @@ UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := tesseract-ocr tesseract-ocr-eng dcmtk fonts-dejavu-core
 
-.PHONY: setup system-deps demo test lint bench bench-server bench-deid bench-text bench-image lock clean serve
+.PHONY: setup system-deps demo up test lint bench bench-server bench-deid bench-text bench-image lock clean serve
 
 setup: system-deps $(STAMP)
 
@@ -39,12 +39,15 @@ lock: $(STAMP)
 demo: setup
 	$(BIN)/python -m dicom_deid.demo
 
+up: setup
+	$(BIN)/python -m dicom_deid.up
+
 test: setup
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench plugins dags
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench plugins dags
 
 bench: bench-server bench-deid bench-text bench-image
 

@@ -200,10 +200,13 @@ def _date_shift(config: dict) -> bool:
     return any("dateShiftConfig" in item for item in items)
 
 
-def _pixel_redaction(plan: dict, routes: dict | None = None) -> bool:
+def _pixel_redaction(plan: dict) -> bool | set[str]:
+    """Where the verification sample should find no text: everywhere when the profile
+    itself redacts pixels, else in the modalities routed to pixel redaction."""
     mode = (plan["config"].get("image") or {}).get("textRedactionMode", "")
-    return mode.startswith("REDACT_") and mode != "REDACT_NO_TEXT" or bool(
-        routes and routes["pixel"]["series"])
+    if mode in ("REDACT_ALL_TEXT", "REDACT_SENSITIVE_TEXT"):
+        return True
+    return set(routing()["modalities"])
 
 
 def verify(plan: dict, run_id: str) -> dict:
@@ -281,6 +284,7 @@ def gate_manifest(uri: str) -> dict:
     from dicom_deid_airflow.handoff import read_manifest
     from dicom_deid_airflow.quality import raise_if_failed, run_gate
 
-    result = run_gate(SUITES / "manifest.json", read_manifest(uri), name="manifest")
+    table = read_manifest(uri)
+    result = run_gate(SUITES / "manifest.json", table, name="manifest")
     raise_if_failed(result)
-    return {"rows": result.evaluated, "passed": True}
+    return {"rows": int(len(table)), "expectations": result.evaluated, "passed": True}

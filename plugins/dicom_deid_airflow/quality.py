@@ -222,10 +222,15 @@ def _jsonable(value: Any) -> Any:
 def _summarise(result: dict[str, Any]) -> dict[str, Any]:
     """Counts and scalars of one expectation's result; never its unexpected values."""
     out: dict[str, Any] = {}
+    # exception_info is flat ({"raised_exception": ...}) when the expectation itself
+    # raised, and keyed by metric configuration when a metric did (a missing column).
     info = result.get("exception_info") or {}
-    if info.get("raised_exception"):
-        message = str(info.get("exception_message") or "exception")
-        out["exception"] = message[:_MAX_TEXT]
+    infos = [info] if "raised_exception" in info else [
+        v for v in info.values() if isinstance(v, dict)]
+    messages = [str(i.get("exception_message") or "exception")
+                for i in infos if i.get("raised_exception")]
+    if messages:
+        out["exception"] = "; ".join(dict.fromkeys(messages))[:_MAX_TEXT]
         return out
     body = result.get("result") or {}
     observed = _jsonable(body.get("observed_value"))

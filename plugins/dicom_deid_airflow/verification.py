@@ -30,7 +30,8 @@ attributes and rules, never values):
   every source date is gone, empty or replaced;
 * ``clinical_kept``: modality, body part, geometry, windowing, rescale and pixel
   description equal the source's where the source has them;
-* ``pixels_clean`` (only when pixel redaction was requested): frame 0 of the
+* ``pixels_clean`` (only where pixel redaction was requested: every instance, or the
+  modalities routed to it; empty elsewhere): frame 0 of the
   destination, rendered to 8-bit grey and read with Tesseract, contains none of the
   source's identifying values (letters and digits only, 5 characters or more, allowing
   one misread per six characters). Whole-frame OCR misses text on noisy backgrounds,
@@ -54,7 +55,7 @@ import re
 import threading
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -66,13 +67,14 @@ import pandas as pd
 import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmwrite
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 __all__ = [
     "CHECKS",
     "CLINICAL_ATTRIBUTES",
+    "COLUMNS",
     "IDENTIFYING_ATTRIBUTES",
     "VerificationError",
     "VerificationResult",
@@ -126,7 +128,7 @@ _DIGEST_CHARS = 16
 _UPSCALE_BELOW = 1024  # frames whose longer side is at most this are read at 2x
 _QIDO_PAGE = 1000
 
-COLUMNS = (
+COLUMNS = (  # of the verification CSV, in order
     "sample_index", "source_sop_sha256", "dest_sop_uid", "modality", "status", "match",
     *CHECKS, "ocr_words", *(f"{check}_reason" for check in CHECKS),
 )
@@ -208,7 +210,7 @@ def _call(what: str, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
         raise VerificationError(f"{what} failed: HTTP {status}") from None
-    except (requests.RequestException, ValueError, TypeError, OSError) as exc:
+    except Exception as exc:  # anything else may quote a URL or a value just the same
         raise VerificationError(f"{what} failed: {type(exc).__name__}") from None
 
 
@@ -435,7 +437,7 @@ def _check_uids(src: Dataset, dest: Dataset, header: bytes) -> list[str]:
             reasons.append(f"{keyword}:kept")
     for keyword in _UID_ATTRIBUTES:
         for value in _text_values(src, keyword):
-            if any(raw in header for raw in _encodings(value)):
+            if any(_found(raw, header) for raw in _encodings(value)):
                 reasons.append(f"{keyword}:in_header")
                 break
     return reasons
@@ -457,18 +459,46 @@ def _check_phi(src: Dataset, dest: Dataset, header: bytes) -> list[str]:
         if before and _ds_value(dest, keyword) == before:
             reasons.append(f"{keyword}:kept")
     for keyword, values in _identifying_values(src, _MIN_HEADER_NEEDLE).items():
-        if any(raw in header for value in values for raw in _encodings(value)):
+        if any(_found(raw, header) for value in values for raw in _encodings(value)):
             reasons.append(f"{keyword}:in_header")
     return reasons
 
 
+def _found(needle: bytes, header: bytes) -> bool:
+    """Whether ``needle`` occurs in ``header``, not counting digits that merely continue
+    a longer number: a short numeric Patient ID ("1234") occurs by chance inside the
+    destination's 39-digit ``2.25`` UIDs, which is not a leak; "ID1234" still is."""
+    if needle not in header:
+        return False
+    pattern = re.escape(needle)
+    if needle[:1].isdigit():
+        pattern = rb"(?<![0-9])" + pattern
+    if needle[-1:].isdigit():
+        pattern += rb"(?![0-9])"
+    return re.search(pattern, header) is not None
+
+
 def _top_dates(ds: Dataset) -> dict[str, str]:
+    """Top-level DA values by keyword (raw elements of implicit VR files carry no VR,
+    so the dictionary's is used; an element that does not decode is skipped)."""
     out = {}
-    for elem in ds:
-        if elem.VR == "DA" and elem.keyword:
-            value = _norm(elem.value)
-            if value:
-                out[elem.keyword] = str(value[0])
+    for tag in list(ds.keys()):  # tags, without decoding every element
+        raw = ds.get_item(tag)
+        vr = getattr(raw, "VR", None)
+        if vr is None:
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                continue
+        if vr != "DA":
+            continue
+        keyword = keyword_for_tag(tag)
+        try:
+            value = _norm(ds[tag].value)
+        except Exception:
+            continue
+        if keyword and value:
+            out[keyword] = str(value[0])
     return out
 
 
@@ -622,7 +652,13 @@ def _fuzzy_in(needle: str, haystack: str, max_edits: int) -> bool:
 
 
 def _check_pixels(src: Dataset, dest: Dataset) -> tuple[list[str], int]:
-    """Reasons the rendered destination frame fails, and the number of words read."""
+    """Reasons the rendered destination frame fails, and the number of words read.
+
+    An instance without pixel data (a structured report, an RT plan) has no frame to
+    read and passes.
+    """
+    if not any(tag in dest for tag in _PIXEL_TAGS):
+        return [], 0
     try:
         text = _read_frame(_render_grey(dest))
     except VerificationError:
@@ -634,6 +670,10 @@ def _check_pixels(src: Dataset, dest: Dataset) -> tuple[list[str], int]:
     reasons = []
     for keyword, values in _identifying_values(src, 0).items():
         needles = {_alnum(v) for v in values}
+        if keyword == "PatientBirthDate":  # printed US- or European-style too
+            dates = [d for d in needles if len(d) == 8 and d.isdigit()]
+            needles |= {d[4:6] + d[6:8] + d[:4] for d in dates}
+            needles |= {d[6:8] + d[4:6] + d[:4] for d in dates}
         if any(len(n) >= _MIN_PIXEL_NEEDLE and _fuzzy_in(n, flat, len(n) // 6)
                for n in needles):
             reasons.append(f"{keyword}:in_pixels")
@@ -678,17 +718,25 @@ def _consistency(rows: list[dict[str, Any]], pairs: list[tuple[str, str, str, st
                 _set_check(row, "uids_changed", reasons)
 
 
+def _redacted(pixel_redaction: bool | Collection[str], modality: str) -> bool:
+    if isinstance(pixel_redaction, bool):
+        return pixel_redaction
+    return modality in {str(m).upper() for m in pixel_redaction}
+
+
 def sample_and_verify(source: DICOMwebClient, destination: DICOMwebClient, *, size: int,
-                      seed: str, pixel_redaction: bool, date_shift: bool,
+                      seed: str, pixel_redaction: bool | Collection[str], date_shift: bool,
                       out_dir: Path) -> VerificationResult:
     """Verify a reproducible random sample of a de-identification run; write the table.
 
     ``size`` destination instances (all of them if there are fewer) are drawn with
     ``random.Random(seed)`` (pass the run id: a rerun of the same run checks the same
     instances), each is matched to its source instance and checked (see the module
-    docstring). ``pixel_redaction`` says whether burned-in text was to be removed (it
-    turns on the OCR check); ``date_shift`` whether dates were to be shifted rather than
-    removed. The table is written to ``out_dir / "verification.csv"``.
+    docstring). ``pixel_redaction`` says whether burned-in text was to be removed and so
+    turns on the OCR check: True for every instance, or the modalities that were routed
+    to pixel redaction (e.g. ``{"US", "SC", "OT"}``; other modalities get an empty
+    ``pixels_clean``, i.e. not evaluated). ``date_shift`` says whether dates were to be
+    shifted rather than removed. The table is written to ``out_dir / "verification.csv"``.
 
     Raises VerificationError (no PHI in its message) when a store cannot be searched or
     an instance cannot be retrieved; a check that cannot be evaluated on one instance
@@ -721,15 +769,22 @@ def sample_and_verify(source: DICOMwebClient, destination: DICOMwebClient, *, si
             row["source_sop_sha256"] = sop_digest(str(src.get("SOPInstanceUID", "")))
             pairs.append((str(src.get("StudyInstanceUID", "")), ref.study,
                           str(src.get("SeriesInstanceUID", "")), ref.series))
-            if pixel_redaction:
-                reasons, words = _check_pixels(src, dest)
-                _set_check(row, "pixels_clean", reasons)
-                row["ocr_words"] = words
-            header = _header_bytes(src, dest)
-            _set_check(row, "uids_changed", _check_uids(src, dest, header))
-            _set_check(row, "phi_removed", _check_phi(src, dest, header))
-            _set_check(row, "dates_ok", _check_dates(src, dest, date_shift))
-            _set_check(row, "clinical_kept", _check_clinical(src, dest, pixel_redaction))
+            redacted = _redacted(pixel_redaction, row["modality"])
+            try:
+                if redacted:
+                    reasons, words = _check_pixels(src, dest)
+                    _set_check(row, "pixels_clean", reasons)
+                    row["ocr_words"] = words
+                header = _header_bytes(src, dest)
+                _set_check(row, "uids_changed", _check_uids(src, dest, header))
+                _set_check(row, "phi_removed", _check_phi(src, dest, header))
+                _set_check(row, "dates_ok", _check_dates(src, dest, date_shift))
+                _set_check(row, "clinical_kept", _check_clinical(src, dest, redacted))
+            except VerificationError:
+                raise
+            except Exception as exc:  # pydicom's messages can quote the value at fault
+                raise VerificationError(
+                    f"checks of sample {n} failed: {type(exc).__name__}") from None
             rows.append(row)
         _consistency(rows, pairs)
 

@@ -25,6 +25,7 @@ from googleapiclient.discovery import build
 from pydicom.data import get_testdata_file
 
 from .corpus.burned_instances import burned_instance
+from .corpus.markers import marked_instance
 from .testing import ServerProcess, StorageEmulator, free_port
 
 # pydicom's bundled samples, one per kind of image the pipeline meets.
@@ -45,6 +46,20 @@ def _wait(hc: object, name: str) -> dict:
         if op.get("done"):
             return op
         time.sleep(0.2)
+
+
+def seed_source(url: str, store: str) -> int:
+    """A source store as the pipeline meets one: planted PHI in headers
+    (``corpus.markers``), names burned into ultrasound pixels
+    (``corpus.burned_instances``) and pydicom's CT and MR samples; over STOW-RS."""
+    instances = [marked_instance(seed=s).dataset for s in (1, 2)]
+    instances += [burned_instance(s, photometric="RGB").dataset for s in (3, 4)]
+    instances += [pydicom.dcmread(get_testdata_file(n)) for n in ("CT_small.dcm",
+                                                                  "MR_small.dcm")]
+    for ds in instances:
+        ds.preamble = getattr(ds, "preamble", None) or b"\0" * 128
+    result = DICOMwebClient(url=f"{url}/v1/{store}/dicomWeb").store_instances(instances)
+    return len(result.get("ReferencedSOPSequence", []))
 
 
 def _burned_in_text(hc: object, url: str, dataset: str) -> bool:
