@@ -150,8 +150,29 @@ with DAG(
             outlet_events[MANIFEST].extra = {"manifest": result["uri"], "rows": result["rows"]}
         return result
 
+    @task(trigger_rule="all_done", retries=0)
+    def report(plan: dict, ti=None, run_id: str | None = None) -> dict:  # noqa: ANN001
+        """The run's HTML report (counts, digest, gates, sampled thumbnails), written
+        whatever happened upstream: on-call opens it first."""
+        outcomes: dict = {}
+        for task_id in ("deidentify_pixel", "deidentify_metadata", "export"):
+            result = ti.xcom_pull(task_ids=task_id) or {}
+            for key in ("success", "failure"):
+                if key in result:
+                    outcomes[f"{task_id} {key}"] = int(result[key])
+        return pipeline.write_run_report(plan, run_id or "manual", outcomes)
+
     verification = verify(plan)
     chosen = choose(routes)
     plan >> create >> routes >> chosen >> [deid_pixel, deid_metadata] >> verification
     gate = gate_deidentified(plan, routes, verification)
-    gate >> export >> gate_export(plan) >> manifest(plan)
+    published = manifest(plan)
+    gate >> export >> gate_export(plan) >> published >> report(plan)
+
+    @task(trigger_rule="one_failed", retries=0)
+    def run_failed() -> None:
+        """Keeps the run red when a task failed: the report, which runs whatever
+        happened, must not turn a failed run green."""
+        raise RuntimeError("a task of this run failed; its log and the run report say why")
+
+    dag.tasks >> run_failed()

@@ -288,3 +288,42 @@ def gate_manifest(uri: str) -> dict:
     result = run_gate(SUITES / "manifest.json", table, name="manifest")
     raise_if_failed(result)
     return {"rows": int(len(table)), "expectations": result.evaluated, "passed": True}
+
+
+def write_run_report(plan: dict, run_id: str, outcomes: dict[str, Any]) -> dict:
+    """The run's HTML report in its report folder: counts, config digest, gates and up
+    to six sampled destination frames with their painted areas outlined."""
+    from dicom_deid_airflow.report import config_digest, thumbnail, write_report
+
+    out = reports_dir(DAG_ID, run_id)
+    gates: list[dict] = []
+    for name in ("deidentified", "counts", "export"):  # the gates' result files
+        if (out / f"{name}.json").exists():
+            gate = json.loads((out / f"{name}.json").read_text())["gate"]
+            gates.append({"name": name, "success": gate["success"],
+                          "failed": [f"{f['expectation']}({f['column'] or ''})"
+                                     for f in gate["failed"]]})
+    thumbs: list[tuple[str, str]] = []
+    table = out / "verification.csv"
+    if table.exists():
+        import csv
+
+        web = _hook().dicomweb_client(plan["destination_store"])
+        with table.open() as fh:
+            rows = list(csv.DictReader(fh))[:6]
+        for row in rows:
+            try:
+                [item] = web.search_for_instances(
+                    search_filters={"SOPInstanceUID": row["dest_sop_uid"]})
+                png = web.retrieve_instance_rendered(
+                    item["0020000D"]["Value"][0], item["0020000E"]["Value"][0],
+                    row["dest_sop_uid"], media_types=("image/png",))
+                thumbs.append((f"{row.get('modality', '')} sample {row['sample_index']}: "
+                               f"{row.get('status', '')}", thumbnail(png)))
+            except Exception:  # a frame that does not render is left out, not fatal
+                continue
+    counts = {"profile": plan["profile"], "config digest": config_digest(plan["config"]),
+              **{k: v for k, v in outcomes.items() if isinstance(v, (int, str))}}
+    path = write_report(out / "report.html", title=f"{DAG_ID} {run_id}", counts=counts,
+                        gates=gates, thumbnails=thumbs)
+    return {"report": str(path), "thumbnails": len(thumbs), "gates": len(gates)}

@@ -127,6 +127,10 @@ def test_deidentify_export_and_handoff_end_to_end(airflow_env, source) -> None:
     assert f"{prefix}/dataset_stats.json" in [b.name for b in _objects(prefix + "/")]
     written = _everything_written(airflow_env, run) + handoff.stdout.encode()
     assert [m for m in markers if m.encode() in written] == []
+    page = max(Path(airflow_env["DICOM_DEID_REPORTS"]).rglob("report.html"),
+               key=lambda p: p.stat().st_mtime)
+    html = page.read_text()
+    assert "data:image/png;base64," in html and "deidentified" in html and "FAILED" not in html
 
 
 def test_a_weak_profile_is_stopped_by_the_gate_before_export(airflow_env, source) -> None:
@@ -141,4 +145,6 @@ def test_a_weak_profile_is_stopped_by_the_gate_before_export(airflow_env, source
     logs = _everything_written(airflow_env, run).decode(errors="replace")
     # On-call reads which gate failed and which expectations, in the task's log.
     assert "quality gate 'deidentified' failed" in logs
+    assert "FAILED" in "".join(p.read_text() for p in
+                               Path(airflow_env["DICOM_DEID_REPORTS"]).rglob("report.html"))
     assert "expect_column_values_to_be_in_set(column=status)" in logs

@@ -63,7 +63,12 @@ def _die_with(parent: int) -> None:
 def _serve(sock: socket.socket | None, host: str, port: int, data_dir: Path,
            max_body_bytes: int, run_recovery: bool, log_level: str) -> None:
     app = create_app(data_dir, max_body_bytes, run_recovery=run_recovery)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False)
+    # Idle connections are kept for 10 minutes, as Google's front ends keep them: the
+    # discovery client (httplib2) reuses a pooled connection without retrying when the
+    # server has closed it, so uvicorn's 5 s default broke a client's first call after
+    # a pause with BrokenPipeError.
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                            timeout_keep_alive=600)
     server = uvicorn.Server(config)
     server.run(sockets=[sock] if sock is not None else None)
 
