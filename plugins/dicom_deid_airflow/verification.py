@@ -12,8 +12,11 @@ not know), so a sampled destination instance is matched to its source through at
 that de-identification keeps: SOP Class, matrix size, frame count, instance / series /
 acquisition numbers and slice position. When more than one source instance fits, the
 SHA-256 of the pixel data decides (metadata-only de-identification copies it byte for
-byte). A destination instance that cannot be matched to exactly one source instance is
-a row with status ``unmatched``: counted, and a failure.
+byte); without an exact match (pixel redaction), the candidate whose decoded pixels
+equal the destination's almost everywhere (90 %, 5 points ahead of the next). Candidates
+with identical pixels and attributes (twins) cannot be told apart: the destination is
+checked against each and fails a check failing against any. A destination instance that
+cannot be matched otherwise is a row with status ``unmatched``: counted, and a failure.
 
 What is checked per pair (one boolean column and one reason column each; reasons name
 attributes and rules, never values):
@@ -124,6 +127,10 @@ _YBR_TO_RGB = frozenset({"YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_
 _MIN_HEADER_NEEDLE = 4  # characters of a value searched for in header bytes
 _MIN_PIXEL_NEEDLE = 5  # letters and digits of a value searched for in OCR text
 _MAX_CANDIDATES = 32  # source instances retrieved to break a tie by pixel hash
+# Without an exact pixel match (redacted pixels), the candidate with at least this
+# fraction of pixels equal to the destination's, and this far ahead of the next one.
+_MIN_SAME_PIXELS = 0.9
+_MIN_SAME_PIXELS_LEAD = 0.05
 _DIGEST_CHARS = 16
 _UPSCALE_BELOW = 1024  # frames whose longer side is at most this are read at 2x
 _QIDO_PAGE = 1000
@@ -373,24 +380,90 @@ class _SourceIndex:
         return sorted(set(out), key=lambda r: (r.study, r.series, r.sop))
 
 
-def _match(index: _SourceIndex, dest: Dataset) -> tuple[Dataset | None, str]:
-    """The source dataset of a destination instance, and how it was found."""
+def _pixels(ds: Dataset) -> np.ndarray | None:
+    """Decoded pixels, or None when there are none or they cannot be decoded."""
+    if _PIXEL_DATA not in ds:
+        return None
+    try:
+        return np.asarray(ds.pixel_array)
+    except Exception:  # noqa: BLE001  an undecodable candidate is not a match
+        return None
+
+
+def _same_fraction(a: np.ndarray, b: np.ndarray, colour: bool) -> float:
+    """The fraction of pixels (all samples of a colour pixel) equal in ``a`` and ``b``."""
+    equal = a == b
+    if colour:
+        equal = equal.all(axis=-1)
+    return float(equal.mean()) if equal.size else 0.0
+
+
+def _match(index: _SourceIndex, dest: Dataset) -> tuple[list[Dataset], str]:
+    """The source datasets of a destination instance, and how they were found.
+
+    One dataset, except for twins: several candidates with identical pixels and
+    matching attributes (the same image stored for two patients) cannot be told apart,
+    so all are returned and the destination is checked against each. When no candidate
+    has the destination's exact pixel data (burned-in text painted over), the candidate
+    whose decoded pixels are equal to the destination's almost everywhere is chosen, if
+    it is clearly ahead of the next.
+    """
     candidates = index.candidates(dest)
     if not candidates:
-        return None, "no_candidate"
+        return [], "no_candidate"
     if len(candidates) == 1:
-        return _retrieve(index.source, candidates[0], "source"), "metadata"
+        return [_retrieve(index.source, candidates[0], "source")], "metadata"
     if len(candidates) > _MAX_CANDIDATES:
-        return None, f"ambiguous:{len(candidates)}_candidates"
+        return [], f"ambiguous:{len(candidates)}_candidates"
     want = _pixel_sha256(dest)
-    hits = []
+    hits: list[Dataset] = []
+    dest_pixels: np.ndarray | None = None
+    decoded = False
+    colour = int(dest.get("SamplesPerPixel", 1) or 1) > 1
+    # source pixel hash -> fraction of pixels equal to the destination's, and the
+    # candidates with those pixels (kept only while they could still be chosen)
+    groups: dict[str | None, tuple[float, list[Dataset]]] = {}
+    alike: list[Dataset] = []  # the candidates, while all have the same pixel data
+    digests: set[str | None] = set()
     for ref in candidates:
         ds = _retrieve(index.source, ref, "source")
-        if want is not None and _pixel_sha256(ds) == want:
+        digest = _pixel_sha256(ds)
+        digests.add(digest)
+        alike = alike + [ds] if len(digests) == 1 and digest is not None else []
+        if want is not None and digest == want:
             hits.append(ds)
+        if hits:
+            continue  # an exact match makes the decoded comparison moot
+        if digest in groups:
+            fraction, members = groups[digest]
+            if fraction >= _MIN_SAME_PIXELS:
+                members.append(ds)
+            continue
+        if not decoded:
+            dest_pixels, decoded = _pixels(dest), True
+        if dest_pixels is None:
+            continue
+        pixels = _pixels(ds)
+        if pixels is None or pixels.shape != dest_pixels.shape:
+            continue
+        fraction = _same_fraction(pixels, dest_pixels, colour)
+        groups[digest] = (fraction, [ds] if fraction >= _MIN_SAME_PIXELS else [])
     if len(hits) == 1:
-        return hits[0], "pixel_sha256"
-    return None, f"ambiguous:{len(candidates)}_candidates_{len(hits)}_pixel_matches"
+        return hits, "pixel_sha256"
+    if len(hits) > 1:  # same pixels, same attributes: twins
+        return hits, f"twins:{len(hits)}"
+    if len(alike) == len(candidates):
+        # Same pixels, same attributes, the destination's pixels redacted beyond
+        # recognition (a redaction can re-render a whole frame): still twins.
+        return alike, f"twins:{len(alike)}"
+    ranked = sorted(groups.values(), key=lambda g: g[0], reverse=True)
+    if ranked and ranked[0][0] >= _MIN_SAME_PIXELS and (
+            len(ranked) == 1 or ranked[1][0] < ranked[0][0] - _MIN_SAME_PIXELS_LEAD):
+        members = ranked[0][1]
+        if len(members) > 1:
+            return members, f"twins:{len(members)}"
+        return members, "pixels_outside_redaction"
+    return [], f"ambiguous:{len(candidates)}_candidates_0_pixel_matches"
 
 
 # --- checks ----------------------------------------------------------------------------
@@ -398,22 +471,26 @@ def _match(index: _SourceIndex, dest: Dataset) -> tuple[Dataset | None, str]:
 def _header_bytes(src: Dataset, ds: Dataset) -> bytes:
     """The destination as a Part 10 file without its pixel data, upper-cased.
 
-    Called after the pixels were hashed and rendered: it deletes them from ``ds``.
     Elements pydicom read and did not touch are written back as the bytes that came in,
     so this is what the store holds, apart from the pixels. Vendor attributes that are
     unchanged from the source are left out too: every profile keeps them, and a vendor's
     name often equals a station's or an institution's ("TOSHIBA" in pydicom's MR
-    sample), which is not a leak.
+    sample), which is not a leak. The elements left out are taken out of ``ds`` for the
+    write and put back afterwards.
     """
-    for tag in _PIXEL_TAGS:
-        if tag in ds:
-            del ds[tag]
+    removed = [ds[tag] for tag in _PIXEL_TAGS if tag in ds]
     for keyword in _VENDOR_ATTRIBUTES:
         value = _ds_value(ds, keyword)
         if value and value == _ds_value(src, keyword):
-            delattr(ds, keyword)
-    buf = io.BytesIO()
-    dcmwrite(buf, ds, enforce_file_format=True)
+            removed.append(ds[keyword])
+    for elem in removed:
+        del ds[elem.tag]
+    try:
+        buf = io.BytesIO()
+        dcmwrite(buf, ds, enforce_file_format=True)
+    finally:
+        for elem in removed:
+            ds[elem.tag] = elem
     return buf.getvalue().upper()
 
 
@@ -651,20 +728,26 @@ def _fuzzy_in(needle: str, haystack: str, max_edits: int) -> bool:
     return False
 
 
-def _check_pixels(src: Dataset, dest: Dataset) -> tuple[list[str], int]:
-    """Reasons the rendered destination frame fails, and the number of words read.
-
-    An instance without pixel data (a structured report, an RT plan) has no frame to
-    read and passes.
-    """
+def _read_dest(dest: Dataset) -> str | list[str]:
+    """The text read in the rendered destination frame, or the reasons it could not be
+    read (undecodable pixels: a failure of the check, not of the run). An instance
+    without pixel data (a structured report, an RT plan) reads as no text."""
     if not any(tag in dest for tag in _PIXEL_TAGS):
-        return [], 0
+        return ""
     try:
-        text = _read_frame(_render_grey(dest))
+        return _read_frame(_render_grey(dest))
     except VerificationError:
         raise
-    except Exception as exc:  # undecodable pixels: a failure of the check, not the run
-        return [f"render_failed:{type(exc).__name__}"], 0
+    except Exception as exc:
+        return [f"render_failed:{type(exc).__name__}"]
+
+
+def _check_pixels(src: Dataset, dest: Dataset | str | list[str]) -> tuple[list[str], int]:
+    """Reasons the destination frame fails, and the number of words read; ``dest`` is the
+    destination or what _read_dest made of it (read once, checked against each twin)."""
+    text = _read_dest(dest) if isinstance(dest, Dataset) else dest
+    if isinstance(text, list):
+        return text, 0
     words = {w for w in text.split() if any(c.isalnum() for c in w)}
     flat = _alnum(text)
     reasons = []
@@ -759,27 +842,39 @@ def sample_and_verify(source: DICOMwebClient, destination: DICOMwebClient, *, si
             ref = refs[i]
             dest = _retrieve(destination, ref, "destination")
             row = _row(n, ref, str(dest.get("Modality", "") or ""))
-            src, how = _match(index, dest)
+            sources, how = _match(index, dest)
             row["match"] = how
-            if src is None:
+            if not sources:
                 row["status"] = "unmatched"
                 rows.append(row)
                 pairs.append(("", "", "", ""))
                 continue
+            src = sources[0]  # twins: the first one for the UID bookkeeping
             row["source_sop_sha256"] = sop_digest(str(src.get("SOPInstanceUID", "")))
-            pairs.append((str(src.get("StudyInstanceUID", "")), ref.study,
-                          str(src.get("SeriesInstanceUID", "")), ref.series))
+            if len(sources) == 1:
+                pairs.append((str(src.get("StudyInstanceUID", "")), ref.study,
+                              str(src.get("SeriesInstanceUID", "")), ref.series))
+            else:  # which twin's study this is is unknown: left out of the mapping check
+                pairs.append(("", "", "", ""))
             redacted = _redacted(pixel_redaction, row["modality"])
             try:
+                # Twins cannot be told apart: a check passes only if it passes against
+                # every one of them.
+                found: dict[str, list[str]] = defaultdict(list)
                 if redacted:
-                    reasons, words = _check_pixels(src, dest)
-                    _set_check(row, "pixels_clean", reasons)
-                    row["ocr_words"] = words
-                header = _header_bytes(src, dest)
-                _set_check(row, "uids_changed", _check_uids(src, dest, header))
-                _set_check(row, "phi_removed", _check_phi(src, dest, header))
-                _set_check(row, "dates_ok", _check_dates(src, dest, date_shift))
-                _set_check(row, "clinical_kept", _check_clinical(src, dest, redacted))
+                    text = _read_dest(dest)
+                    for one in sources:
+                        reasons, row["ocr_words"] = _check_pixels(one, text)
+                        found["pixels_clean"] += reasons
+                for one in sources:
+                    header = _header_bytes(one, dest)
+                    found["uids_changed"] += _check_uids(one, dest, header)
+                    found["phi_removed"] += _check_phi(one, dest, header)
+                    found["dates_ok"] += _check_dates(one, dest, date_shift)
+                    found["clinical_kept"] += _check_clinical(one, dest, redacted)
+                for check in CHECKS:
+                    if check != "pixels_clean" or redacted:
+                        _set_check(row, check, list(dict.fromkeys(found[check])))
             except VerificationError:
                 raise
             except Exception as exc:  # pydicom's messages can quote the value at fault

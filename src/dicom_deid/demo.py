@@ -3,8 +3,10 @@
 Today this exercises the local Cloud Healthcare API path the pipeline relies on:
 create a dataset and store, upload over STOW-RS, search with QIDO-RS, retrieve
 with WADO-RS, export to Cloud Storage (a local emulator) and import it back, then
-de-identify the store with the basic profile into a third store, and de-identify
-ultrasound-like instances with text burned into their pixels with REDACT_ALL_TEXT.
+de-identify the store with the basic profile into a third store, de-identify
+ultrasound-like instances with text burned into their pixels with REDACT_ALL_TEXT, and
+run the Airflow DAGs end to end (de-identify, verify, gate, export, manifest, training
+handoff) with ``airflow dags test``.
 It prints what it did and exits non-zero if any step fails.
 """
 
@@ -56,6 +58,8 @@ def seed_source(url: str, store: str) -> int:
     instances += [burned_instance(s, photometric="RGB").dataset for s in (3, 4)]
     instances += [pydicom.dcmread(get_testdata_file(n)) for n in ("CT_small.dcm",
                                                                   "MR_small.dcm")]
+    for number, ds in enumerate(instances[:4], start=1):
+        ds.InstanceNumber = number  # instances of a series differ; the corpus' twins do not
     for ds in instances:
         ds.preamble = getattr(ds, "preamble", None) or b"\0" * 128
     result = DICOMwebClient(url=f"{url}/v1/{store}/dicomWeb").store_instances(instances)
@@ -97,6 +101,51 @@ def _burned_in_text(hc: object, url: str, dataset: str) -> bool:
           f"{ULTRASOUND.name}: {done} stored, {marked} marked BurnedInAnnotation=NO, "
           f"{painted} of {total} burned-in strings painted over")
     return done == marked == len(cases) and painted >= total - 1
+
+
+def _pipeline(hc: object, url: str, gcs_host: str, dataset: str, workdir: Path) -> bool:
+    """The Airflow DAGs end to end: ``airflow dags test`` (which runs the deferrable
+    operators' triggers inline) of dicom_deidentify on a store with planted PHI, then
+    the training handoff on the manifest it published."""
+    import subprocess
+
+    from .up import airflow_env
+
+    stores = hc.projects().locations().datasets().dicomStores()
+    source = stores.create(parent=dataset, dicomStoreId="pipeline-source",
+                           body={}).execute()["name"]
+    seeded = seed_source(url, source)
+    gcs = storage.Client(project="demo", credentials=AnonymousCredentials())
+    gcs.create_bucket("demo-pipeline")
+    workdir = workdir.resolve()
+    env = airflow_env(workdir / "airflow", url, gcs_host)
+    env["DICOM_DEID_REPORTS"] = str(workdir / "reports")
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    print(f"Airflow: migrating a SQLite metadata DB in {workdir / 'airflow'} ...")
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
+    prefix = "gs://demo-pipeline/deidentified"
+    logs = workdir / "airflow-dags-test.log"
+    with logs.open("w") as out:
+        first = subprocess.run([airflow, "dags", "test", "dicom_deidentify", "--conf", json.dumps({
+            "source_store": source, "destination_store_id": "pipeline-deidentified",
+            "profile": "basic", "sample_size": seeded, "export_prefix": prefix})],
+            env=env, stdout=out, stderr=subprocess.STDOUT)
+        second = subprocess.run([airflow, "dags", "test", "dicom_training_handoff", "--conf",
+                                 json.dumps({"manifest": f"{prefix}/manifest.parquet"})],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    metrics = stores.getDICOMStoreMetrics(
+        name=f"{dataset}/dicomStores/pipeline-deidentified").execute()
+    exported = [b.name for b in gcs.list_blobs("demo-pipeline", prefix="deidentified/")
+                if b.name.endswith(".dcm")]
+    reports = sorted((workdir / "reports").rglob("report.html"))
+    print(f"Airflow dicom_deidentify: {seeded} instances in, "
+          f"{metrics.get('instanceCount', 0)} de-identified, gates "
+          f"{'passed' if first.returncode == 0 else 'FAILED'}, {len(exported)} exported to "
+          f"{prefix}, manifest {prefix}/manifest.parquet")
+    handoff = "loaded the export as arrays" if second.returncode == 0 else "FAILED"
+    print(f"Airflow dicom_training_handoff: {handoff}; run report "
+          f"{reports[-1] if reports else '(none)'}; task logs {logs}")
+    return first.returncode == 0 and second.returncode == 0 and len(exported) == seeded
 
 
 def run(workdir: Path) -> int:
@@ -174,10 +223,12 @@ def run(workdir: Path) -> int:
               f"{failed} failed, {removed} marked PatientIdentityRemoved=YES")
 
         burned_ok = _burned_in_text(hc, server.url, dataset)
+        pipeline_ok = _pipeline(hc, server.url, gcs_emu.host, dataset, workdir)
 
         ok = (stored == len(instances) == len(found) == same == len(objects)
               and int(metrics["instanceCount"]) == stored
-              and done + failed == stored and failed == 0 and removed == done and burned_ok)
+              and done + failed == stored and failed == 0 and removed == done and burned_ok
+              and pipeline_ok)
         print("demo " + ("succeeded" if ok else "FAILED: counts do not reconcile"))
         return 0 if ok else 1
     finally:
