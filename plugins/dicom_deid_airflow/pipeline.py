@@ -263,8 +263,14 @@ def gate_export(plan: dict, run_id: str) -> dict:
     from dicom_deid_airflow.quality import raise_if_failed, run_gate
 
     objects = list_exported_objects(gcs_client(), plan["export_prefix"])
+    suite = "export.json"
     expected = _hook().count_instances(plan["destination_store"])
-    result = run_gate(SUITES / "export.json", objects, name="export",
+    if plan["export_mime_type"] == "image/png":  # one image per frame
+        suite = "export-png.json"
+        rows = _hook().dicomweb_client(plan["destination_store"]).search_for_instances(
+            fields=["NumberOfFrames"], get_remaining=True)
+        expected = sum(int((r.get("00280008", {}).get("Value") or [1])[0]) for r in rows)
+    result = run_gate(SUITES / suite, objects, name="export",
                       params={"expected_count": expected}, out_dir=reports_dir(DAG_ID, run_id))
     raise_if_failed(result)
     return {"objects": int(len(objects)), "expected": expected}

@@ -148,3 +148,20 @@ def test_a_weak_profile_is_stopped_by_the_gate_before_export(airflow_env, source
     assert "FAILED" in "".join(p.read_text() for p in
                                Path(airflow_env["DICOM_DEID_REPORTS"]).rglob("report.html"))
     assert "expect_column_values_to_be_in_set(column=status)" in logs
+
+
+def test_png_export_for_ml_is_gated_by_frame_count(airflow_env, source) -> None:
+    """export_mime_type image/png: one PNG per frame, gated on the frame count, and the
+    handoff loads the PNGs as arrays."""
+    store, _ = source
+    prefix = f"png-{uuid.uuid4().hex[:6]}"
+    run = _dags_test(airflow_env, "dicom_deidentify", {
+        "source_store": store, "destination_store_id": "deid-png", "profile": "basic",
+        "sample_size": 2, "export_prefix": f"gs://{BUCKET}/{prefix}",
+        "export_mime_type": "image/png"})
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    pngs = [b.name for b in _objects(prefix + "/") if b.name.endswith(".png")]
+    assert len(pngs) == 6, pngs
+    handoff = _dags_test(airflow_env, "dicom_training_handoff",
+                         {"manifest": f"gs://{BUCKET}/{prefix}/manifest.parquet"})
+    assert handoff.returncode == 0, handoff.stdout[-4000:] + handoff.stderr[-4000:]
