@@ -81,7 +81,7 @@ from pathlib import Path
 
 # isort: split
 # The bench's own modules, in bench/ (this script's directory is on sys.path).
-from deidentify.tools import PEERS_PY, PEERS_VENV
+from deidentify.tools import PEERS_PY, PEERS_VENV, install_python_peers
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = ".venv/bin/python bench/image_redaction_throughput.py"
@@ -427,19 +427,9 @@ def peer_missing(name: str) -> str | None:
 
 
 def install_peers() -> str | None:
-    """Create bench/.peers-venv if missing and pip install the pinned peers; None on
-    success (the same venv as bench/deidentify_throughput.py's peers)."""
-    try:
-        if not PEERS_PY.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True,
-                           timeout=300)
-        subprocess.run([str(PEERS_PY), "-m", "pip", "install", "-q",
-                        "--disable-pip-version-check", *PEER_PACKAGES], check=True,
-                       timeout=1800)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"installing {' '.join(PEER_PACKAGES)} into {PEERS_VENV} failed " \
-               f"({type(exc).__name__})"
-    return None
+    """Install this bench's peers into bench/.peers-venv (the same venv as
+    bench/deidentify_throughput.py's peers); None on success."""
+    return install_python_peers(PEER_PACKAGES, timeout=1800)
 
 
 def _first_line(argv: list[str]) -> str:

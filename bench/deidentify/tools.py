@@ -216,7 +216,8 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
 
 # -- installing --------------------------------------------------------------------------
 
-def install_python_peers() -> str | None:
+def install_python_peers(packages: tuple[str, ...] = PEER_PACKAGES,
+                         timeout: float = 900) -> str | None:
     """Create bench/.peers-venv and pip install the pinned peers; None on success."""
     try:
         if not PEERS_PY.exists():
@@ -224,10 +225,10 @@ def install_python_peers() -> str | None:
             subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True,
                            timeout=300)
         subprocess.run([str(PEERS_PY), "-m", "pip", "install", "-q",
-                        "--disable-pip-version-check", *PEER_PACKAGES], check=True,
-                       timeout=900)
+                        "--disable-pip-version-check", *packages], check=True,
+                       timeout=timeout)
     except (OSError, subprocess.SubprocessError) as exc:
-        return f"installing {' '.join(PEER_PACKAGES)} into {PEERS_VENV} failed " \
+        return f"installing {' '.join(packages)} into {PEERS_VENV} failed " \
                f"({type(exc).__name__})"
     return None
 

@@ -298,7 +298,8 @@ def gate_manifest(uri: str) -> dict:
 
 def write_run_report(plan: dict, run_id: str, outcomes: dict[str, Any]) -> dict:
     """The run's HTML report in its report folder: counts, config digest, gates and up
-    to six sampled destination frames with their painted areas outlined."""
+    to six sampled destination frames (of pairs that passed verification) with their
+    painted areas outlined."""
     from dicom_deid_airflow.report import config_digest, thumbnail, write_report
 
     out = reports_dir(DAG_ID, run_id)
@@ -316,7 +317,8 @@ def write_run_report(plan: dict, run_id: str, outcomes: dict[str, Any]) -> dict:
 
         web = _hook().dicomweb_client(plan["destination_store"])
         with table.open() as fh:
-            rows = list(csv.DictReader(fh))[:6]
+            # Only pairs that passed every check: a failed one may still show text.
+            rows = [r for r in csv.DictReader(fh) if r.get("status") == "ok"][:6]
         for row in rows:
             try:
                 [item] = web.search_for_instances(
