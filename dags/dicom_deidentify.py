@@ -12,9 +12,10 @@ and an Asset event for the training handoff.
 The same DAG runs on Google Cloud and on the project's local Cloud Healthcare API
 server: the `google_cloud_default` connection's `api_endpoint` extra decides.
 
-On-call: a failed gate lists the expectations that failed; the verification table and
-gate results are in the run's report folder (path in the task's XCom and log). No task
-logs or returns PHI.
+On-call: a failed gate lists the expectations that failed. Every task has a **Run
+report** link (counts, gates, outlined thumbnails; written when the run ends, whatever
+happened); the verification table and gate results sit beside it. No task logs or
+returns PHI.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, Param, task
 from dicom_deid_airflow import pipeline
+from dicom_deid_airflow.links import add_run_report_link
 from dicom_deid_airflow.operators.healthcare import (
     CreateDicomStoreOperator,
     DeidentifyDicomStoreOperator,
@@ -176,3 +178,4 @@ with DAG(
         raise RuntimeError("a task of this run failed; its log and the run report say why")
 
     dag.tasks >> run_failed()
+    add_run_report_link(dag.tasks)

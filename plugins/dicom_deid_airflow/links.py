@@ -1,4 +1,5 @@
-"""Extra links from a task to the DICOM store and the operation it worked on.
+"""Extra links from a task to the DICOM store and the operation it worked on, and to
+its run's report.
 
 On Google the links open the Cloud console; against the local server they open the
 resource's REST URL (``{endpoint}/v1/{name}``), which answers with its JSON (an
@@ -14,6 +15,7 @@ no credentials.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
@@ -91,3 +93,44 @@ class HealthcareOperationLink(_HealthcareLink):
 
     def url(self, endpoint: str, name: str) -> str:
         return operation_url(endpoint, name)
+
+
+def run_report_url(dag_id: str, run_id: str) -> str:
+    """Where the API server serves a run's report (see ``report_app``).
+
+    Absolute when ``[api] base_url`` is set (Airflow behind a proxy or a path prefix);
+    otherwise relative to the UI's origin, which the UI opens in the same tab.
+    """
+    from airflow.sdk.configuration import conf
+
+    from dicom_deid_airflow.report_app import URL_PREFIX
+
+    base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+    return f"{base}{URL_PREFIX}/reports/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
+
+
+class RunReportLink(BaseOperatorLink):
+    """The run's HTML report: counts, config digest, gates, outlined thumbnails.
+
+    Built from the task instance's key alone (DAG and run), so it can sit on any task of
+    the run; the DAG puts it on every task, because on-call starts from the one that
+    failed. The report is written when the run ends; before that the link answers 404
+    with that explanation.
+    """
+
+    name = "Run report"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        return run_report_url(ti_key.dag_id, ti_key.run_id)
+
+
+def add_run_report_link(tasks: Iterable[BaseOperator]) -> None:
+    """Give each task a ``Run report`` link, beside the links its class defines.
+
+    Set on the instance so that ``@task`` functions get it too; Airflow serializes and
+    evaluates a task's links per instance.
+    """
+    for task in tasks:
+        links = tuple(task.operator_extra_links)
+        if not any(isinstance(link, RunReportLink) for link in links):
+            task.operator_extra_links = (*links, RunReportLink())

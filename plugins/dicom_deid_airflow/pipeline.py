@@ -41,12 +41,25 @@ def routing() -> dict[str, Any]:
     return yaml.safe_load((CONFIGS / "routing.yaml").read_text())["pixel_redaction"]
 
 
-def reports_dir(dag_id: str, run_id: str) -> Path:
-    """Where a run's tables and report go: ``$DICOM_DEID_REPORTS`` or AIRFLOW_HOME/reports."""
-    base = Path(os.environ.get("DICOM_DEID_REPORTS")
+def reports_root() -> Path:
+    """Where run reports live: ``$DICOM_DEID_REPORTS``, else ``$AIRFLOW_HOME/reports``.
+
+    Workers write there and the API server serves it (``report_app``), so in a
+    multi-host deployment it must be a volume both see.
+    """
+    return Path(os.environ.get("DICOM_DEID_REPORTS")
                 or Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "reports")
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
-    path = base / dag_id / safe
+
+
+def report_folder(dag_id: str, run_id: str) -> Path:
+    """A run's report folder; run IDs carry ``:`` and ``+``, which become ``_``."""
+    return reports_root() / re.sub(r"[^A-Za-z0-9_.-]", "_", dag_id) / re.sub(
+        r"[^A-Za-z0-9_.-]", "_", run_id)
+
+
+def reports_dir(dag_id: str, run_id: str) -> Path:
+    """A run's report folder, created: where its tables and report are written."""
+    path = report_folder(dag_id, run_id)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pydicom.data import get_testdata_file
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 from dicom_deid_airflow.hooks.healthcare import HealthcareApiError, HealthcareHook
 from dicom_deid_airflow.links import (
@@ -30,6 +31,7 @@ from dicom_deid_airflow.operators.healthcare import (
     DeidentifyDicomStoreOperator,
     DeleteDicomStoreOperator,
     ExportDicomStoreOperator,
+    ImportDicomStoreOperator,
     load_config,
 )
 from dicom_deid_airflow.plugin import DicomDeidPlugin
@@ -195,6 +197,30 @@ def test_export_to_a_bucket(hook, dataset, source, bucket) -> None:
     assert ti.xcom[DicomStoreLink.key]["name"] == source
 
 
+def test_import_from_a_bucket_counts_a_non_dicom_file_as_a_failure(hook, dataset,
+                                                                    bucket) -> None:
+    for i, path in enumerate(get_testdata_file(n) for n in ("CT_small.dcm", "MR_small.dcm")):
+        bucket.blob(f"drop/series/{i}.dcm").upload_from_filename(path)
+    bucket.blob("drop/notes.txt").upload_from_string(b"not a DICOM file")
+    store = new_store(hook, dataset)
+    ti = TaskInstance("import")
+    operator = ImportDicomStoreOperator(task_id="import", store=store,
+                                        uri=f"gs://{bucket.name}/drop/**", poll_interval=0.05,
+                                        max_failures=1)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({"ti": ti})
+    result = operator.execute_complete({"ti": ti}, run_trigger(deferred.value.trigger))
+    assert (result["success"], result["failure"]) == (2, 1)
+    assert hook.count_instances(store) == 2
+    assert ti.xcom[DicomStoreLink.key]["name"] == store
+
+    strict = ImportDicomStoreOperator(task_id="import", store=new_store(hook, dataset),
+                                      uri=f"gs://{bucket.name}/drop/**", deferrable=False,
+                                      poll_interval=0.05)
+    with pytest.raises(AirflowFailException, match=r"1 of 3 instances failed"):
+        strict.execute({"ti": TaskInstance("import")})
+
+
 def test_create_store_operator_is_idempotent(hook) -> None:
     dataset_id = unique("create")
     ti = TaskInstance("create")
@@ -285,9 +311,11 @@ def test_link_urls_and_plugin() -> None:
     assert dicom_store_url("http://127.0.0.1:8080/", store) == f"http://127.0.0.1:8080/v1/{store}"
     assert operation_url("http://h:1", operation) == f"http://h:1/v1/{operation}"
     names = {link.name for link in DicomDeidPlugin.operator_extra_links}
-    assert names == {"DICOM store", "Operation"}
-    assert {link.name for link in DeidentifyDicomStoreOperator.operator_extra_links} == names
+    assert names == {"DICOM store", "Operation", "Run report"}
+    assert {link.name for link in DeidentifyDicomStoreOperator.operator_extra_links} == (
+        names - {"Run report"})  # the DAG adds that one to each of its tasks
     assert all(not link.operators for link in DicomDeidPlugin.operator_extra_links)
+    assert [a["url_prefix"] for a in DicomDeidPlugin.fastapi_apps] == ["/dicom-deid"]
 
 
 DAG_FILE = '''

@@ -58,3 +58,15 @@ def test_trigger_form_offers_the_shipped_profiles(dagbag) -> None:
     assert profile.schema["enum"] == shipped
     assert {"source_store", "destination_store_id", "study_uids", "sample_size",
             "export_prefix", "export_mime_type", "overwrite"} <= set(dag.params.keys())
+
+
+def test_every_deidentify_task_links_to_the_run_report(dagbag) -> None:
+    """On-call opens the report from whichever task they are looking at; the link also
+    survives serialization (what the API server reads)."""
+    from airflow.serialization.serialized_objects import OperatorSerialization
+
+    dag = dagbag.dags["dicom_deidentify"]
+    assert len(dag.tasks) >= 10
+    for task in dag.tasks:
+        links = OperatorSerialization.serialize_operator(task).get("_operator_extra_links")
+        assert "Run report" in (links or {}), task.task_id

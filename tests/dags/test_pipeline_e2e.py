@@ -14,12 +14,18 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from pydicom.data import get_testdata_file
@@ -165,3 +171,80 @@ def test_png_export_for_ml_is_gated_by_frame_count(airflow_env, source) -> None:
     handoff = _dags_test(airflow_env, "dicom_training_handoff",
                          {"manifest": f"gs://{BUCKET}/{prefix}/manifest.parquet"})
     assert handoff.returncode == 0, handoff.stdout[-4000:] + handoff.stderr[-4000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def api_server(airflow_env, tmp_path_factory) -> Iterator[tuple[str, dict]]:  # noqa: ANN001
+    """The Airflow API server on the runs' database, with a read-only (viewer) user."""
+    home = tmp_path_factory.mktemp("api-server")
+    password = uuid.uuid4().hex
+    (home / "passwords.json").write_text(json.dumps({"oncall": password}))
+    port = _free_port()
+    env = {**airflow_env,
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "oncall:viewer",
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+           "AIRFLOW__API__PORT": str(port)}
+    log = (home / "api-server.log").open("wb")
+    proc = subprocess.Popen([AIRFLOW, "api-server", "--port", str(port)], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"{url}/api/v2/monitor/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None, (home / "api-server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the API server did not start in 120 s"
+            time.sleep(1)
+        token = requests.post(f"{url}/auth/token", timeout=10,
+                              json={"username": "oncall", "password": password})
+        assert token.status_code in (200, 201), token.text
+        yield url, {"Authorization": f"Bearer {token.json()['access_token']}"}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_the_run_report_opens_from_a_task_link_behind_the_login(api_server) -> None:
+    """On-call starts from a task: the report task of a good run, the failed gate of a
+    stopped one. Both carry a ``Run report`` link that the API server serves, to a
+    signed-in viewer only."""
+    url, auth = api_server
+    runs = requests.get(f"{url}/api/v2/dags/dicom_deidentify/dagRuns", headers=auth,
+                        timeout=10).json()["dag_runs"]
+    by_state = {r["state"]: r["dag_run_id"] for r in runs}
+    assert {"success", "failed"} <= set(by_state), runs
+
+    def link(run_id: str, task_id: str) -> str:
+        r = requests.get(f"{url}/api/v2/dags/dicom_deidentify/dagRuns/{quote(run_id)}/"
+                         f"taskInstances/{task_id}/links", headers=auth, timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()["extra_links"]["Run report"]
+
+    for state, task_id, expected in (("success", "report", "data:image/png;base64,"),
+                                     ("failed", "gate_deidentified", "FAILED")):
+        href = link(by_state[state], task_id)
+        assert href == f"/dicom-deid/reports/dicom_deidentify/{quote(by_state[state], safe='')}"
+        page = requests.get(url + href, headers=auth, timeout=10)
+        assert page.status_code == 200, page.text
+        assert page.headers["content-type"].startswith("text/html")
+        assert expected in page.text
+        assert requests.get(url + href, timeout=10).status_code == 401
+        table = requests.get(f"{url}{href}/verification.csv", headers=auth, timeout=10)
+        assert table.status_code == 200 and table.text.startswith("sample_index,")
+    for bad in ("..%2F..%2Fairflow.cfg", "airflow.db", "nothing.json"):
+        r = requests.get(f"{url}{href}/{bad}", headers=auth, timeout=10)
+        assert r.status_code == 404, (bad, r.status_code)

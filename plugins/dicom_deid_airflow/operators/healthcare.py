@@ -1,7 +1,8 @@
 """Operators for DICOM stores on the Cloud Healthcare API (or the local server).
 
-Create a store idempotently, de-identify a store into another, export a store to Cloud
-Storage, delete a store. De-identification and export are long-running operations:
+Create a store idempotently, import files from Cloud Storage, de-identify a store into
+another, export a store to Cloud Storage, delete a store. Import, de-identification and
+export are long-running operations:
 
 - **Deferrable** (the default): the operator submits the operation and defers to
   :class:`~dicom_deid_airflow.triggers.healthcare.HealthcareOperationTrigger`, freeing the
@@ -443,3 +444,36 @@ class ExportDicomStoreOperator(HealthcareOperationOperator):
     def summary(self, operation: str, success: int, failure: int) -> dict:
         return {"operation": operation, "success": success, "failure": failure,
                 "store": self.store, "uri_prefix": self.uri_prefix}
+
+
+class ImportDicomStoreOperator(HealthcareOperationOperator):
+    """Import DICOM files from Cloud Storage into a store with ``dicomStores.import``.
+
+    How a source store gets filled from files a site dropped in a bucket. Files that are
+    not DICOM, or lack the UIDs a store needs, count as failures (reasons at the
+    operation's ``logsUrl``) and are held against ``max_failures`` like any other
+    operation's. Returns ``{"operation", "success", "failure", "store", "uri"}``.
+
+    :param store: the store to import into (templated).
+    :param uri: ``gs://bucket/path``; ``*`` matches within a folder level and ``**``
+        across levels, as in the API (templated).
+    :param max_failures: files allowed to fail (default 0; templated).
+    """
+
+    template_fields: Sequence[str] = (
+        *HealthcareOperationOperator.template_fields, "store", "uri")
+
+    def __init__(self, *, store: str, uri: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.store = store
+        self.uri = uri
+
+    def submit(self, context: Context) -> str:
+        return self.hook.import_dicom_store(self.store, self.uri)
+
+    def store_for_link(self) -> str:
+        return self.store
+
+    def summary(self, operation: str, success: int, failure: int) -> dict:
+        return {"operation": operation, "success": success, "failure": failure,
+                "store": self.store, "uri": self.uri}
