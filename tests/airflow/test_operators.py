@@ -16,7 +16,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from pydicom.data import get_testdata_file
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 from dicom_deid_airflow.hooks.healthcare import HealthcareApiError, HealthcareHook
 from dicom_deid_airflow.links import (
@@ -36,6 +35,7 @@ from dicom_deid_airflow.operators.healthcare import (
 )
 from dicom_deid_airflow.plugin import DicomDeidPlugin
 from dicom_deid_airflow.triggers.healthcare import HealthcareOperationTrigger
+from pydicom.data import get_testdata_file
 
 from tests.airflow.conftest import LOCATION, PROJECT
 from tests.airflow.helpers import BASIC, TaskInstance, samples, unique

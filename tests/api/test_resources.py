@@ -64,7 +64,13 @@ def test_dataset_create_get_delete(datasets):
     ds_id = _id()
     name = f"{PARENT}/datasets/{ds_id}"
     created = datasets.create(parent=PARENT, datasetId=ds_id, body={}).execute()
-    assert created["name"] == name
+    # As on Google: a long-running operation, done, whose response is the dataset.
+    assert created["name"].startswith(f"{name}/operations/") and created["done"] is True
+    assert created["response"] == {"@type": "type.googleapis.com/google.cloud.healthcare.v1."
+                                            "dataset.Dataset", "name": name}
+    assert created["metadata"]["apiMethodName"].endswith("DatasetService.CreateDataset")
+    fetched = datasets.operations().get(name=created["name"]).execute()
+    assert (fetched["done"], fetched["response"]) == (True, created["response"])
     assert datasets.get(name=name).execute()["name"] == name
 
     assert datasets.delete(name=name).execute() == {}
@@ -72,7 +78,8 @@ def test_dataset_create_get_delete(datasets):
     assert ds_id in err["message"]
     # Deleting again is a 404 too, and the ID can be used again.
     _expect_error(datasets.delete(name=name), 404, "NOT_FOUND")
-    assert datasets.create(parent=PARENT, datasetId=ds_id, body={}).execute()["name"] == name
+    again = datasets.create(parent=PARENT, datasetId=ds_id, body={}).execute()
+    assert again["response"]["name"] == name
     datasets.delete(name=name).execute()
 
 
@@ -82,7 +89,8 @@ def test_dataset_time_zone_is_kept(datasets):
     created = datasets.create(parent=PARENT, datasetId=ds_id,
                               body={"timeZone": "Europe/Paris"}).execute()
     try:
-        assert created == {"name": name, "timeZone": "Europe/Paris"}
+        assert {k: v for k, v in created["response"].items() if k != "@type"} == {
+            "name": name, "timeZone": "Europe/Paris"}
         assert datasets.get(name=name).execute()["timeZone"] == "Europe/Paris"
     finally:
         datasets.delete(name=name).execute()
@@ -188,7 +196,8 @@ def test_dataset_id_is_required(datasets):
 def test_dataset_longest_id_is_accepted(datasets):
     ds_id = "y" * 256
     name = f"{PARENT}/datasets/{ds_id}"
-    assert datasets.create(parent=PARENT, datasetId=ds_id, body={}).execute()["name"] == name
+    created = datasets.create(parent=PARENT, datasetId=ds_id, body={}).execute()
+    assert created["response"]["name"] == name
     try:
         assert datasets.get(name=name).execute()["name"] == name
     finally:
@@ -201,7 +210,7 @@ def test_dataset_unicode_letters_and_digits_are_allowed(datasets, ds_id):
     created = datasets.create(parent=PARENT, datasetId=name.rsplit("/", 1)[1],
                               body={}).execute()
     try:
-        assert created["name"] == name
+        assert created["response"]["name"] == name
         assert datasets.get(name=name).execute()["name"] == name
         listed = [d["name"] for d in datasets.list(parent=PARENT, pageSize=1000)
                   .execute()["datasets"]]

@@ -113,6 +113,19 @@ def start(state: ServerState, dataset: DatasetName, method: str, job: Job) -> di
     return get(state, name)
 
 
+def finished(state: ServerState, dataset: DatasetName, method: str, response: dict) -> dict:
+    """Record an operation that completed as it was asked for (e.g. datasets.create)."""
+    name = f"{dataset}/operations/{secrets.randbelow(10**18):018d}"
+    stamp = now()
+    with state.catalog.write() as db:
+        db.execute(
+            "INSERT INTO operations (name, dataset, method, create_time, end_time, done, "
+            "response) VALUES (?,?,?,?,?,1,?)",
+            (name, str(dataset), method, stamp, stamp, dumps(response)),
+        )
+    return get(state, name)
+
+
 def _run(state: ServerState, name: str, job: Job) -> None:
     progress = Progress(state, name)
     response: dict | None = None

@@ -21,7 +21,14 @@ def _dataset_json(row: object) -> dict:
     return body
 
 
+DATASET_TYPE = "type.googleapis.com/google.cloud.healthcare.v1.dataset.Dataset"
+CREATE_DATASET = "google.cloud.healthcare.v1.dataset.DatasetService.CreateDataset"
+
+
 def create_dataset(state: ServerState, name: DatasetName, body: dict) -> dict:
+    """Like Google's, answers with a long-running operation (already done here) whose
+    ``response`` is the dataset: clients written against this server then wait for the
+    operation as they must on Google."""
     tz = body.get("timeZone") if isinstance(body, dict) else None
     with state.catalog.write() as db:
         if db.execute("SELECT 1 FROM datasets WHERE name=?", (str(name),)).fetchone():
@@ -30,7 +37,10 @@ def create_dataset(state: ServerState, name: DatasetName, body: dict) -> dict:
             "INSERT INTO datasets (name, parent, time_zone, create_time) VALUES (?,?,?,?)",
             (str(name), name.parent, tz, now()),
         )
-    return get_dataset(state, name)
+    from . import operations  # operations reads datasets from this module
+
+    dataset = get_dataset(state, name)
+    return operations.finished(state, name, CREATE_DATASET, {"@type": DATASET_TYPE, **dataset})
 
 
 def get_dataset(state: ServerState, name: DatasetName) -> dict:
