@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,15 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import serve
 
     workers = args.workers or serve.default_workers()
+    if args.inject_errors:
+        from .server.app import FAULTS_ENV, parse_faults
+
+        try:
+            parse_faults(args.inject_errors)
+        except ValueError as exc:
+            print(f"dicom-deid serve: {exc}", file=sys.stderr)
+            return 2
+        os.environ[FAULTS_ENV] = args.inject_errors  # read by every worker's app
     print(f"local Cloud Healthcare API on http://{args.host}:{args.port}/v1/ "
           f"(data in {args.data_dir}, {workers} worker(s))", flush=True)
     serve.run(args.host, args.port, Path(args.data_dir), args.max_body_mb * 1024 * 1024,
@@ -61,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="largest request body accepted (413 above it)")
     serve.add_argument("--workers", type=int, default=0,
                        help="worker processes (default: one per core, at most 4)")
+    serve.add_argument("--inject-errors", metavar="CODE/N",
+                       help="answer every Nth request of each worker with CODE (429, 500 "
+                            "or 503), to test clients' retries; e.g. 503/3")
     serve.add_argument("--log-level", default="warning",
                        choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(func=_serve)

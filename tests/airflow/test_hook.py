@@ -7,6 +7,9 @@ still sends every request: nothing is mocked.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from airflow.sdk.exceptions import AirflowException
 from dicom_deid_airflow.hooks.healthcare import (
@@ -18,7 +21,7 @@ from dicom_deid_airflow.hooks.healthcare import (
 )
 from google.auth.credentials import AnonymousCredentials
 
-from dicom_deid.testing import free_port
+from dicom_deid.testing import ServerProcess, free_port
 from tests.airflow.conftest import LOCATION, PROJECT
 from tests.airflow.helpers import dataset_name, samples, unique
 
@@ -159,3 +162,34 @@ def test_delete_store(hook: HealthcareHook, dataset: str) -> None:
     with pytest.raises(HealthcareApiError, match="404"):
         hook.delete_dicom_store(name)
     hook.delete_dicom_store(name, missing_ok=True)
+
+
+@pytest.mark.parametrize("fault", ["503/2", "429/3"])
+def test_transient_errors_from_the_server_are_retried(tmp_path, fault: str) -> None:
+    """A server that answers every 2nd (3rd) request with 503 (429), as Google's front
+    ends do under load or quota: every call still succeeds, through retries."""
+    server = ServerProcess(tmp_path / "data", free_port(), tmp_path / "server.log",
+                           args=["--workers", "1", "--inject-errors", fault]).start()
+    try:
+        hook = HealthcareHook(api_endpoint=server.url, num_retries=5)
+        sent = count_requests(hook)
+        dataset = hook.create_dataset(None, LOCATION, unique("faults"))["name"]
+        store = hook.create_dicom_store(dataset, unique("st"))["name"]
+        hook.dicomweb_client(store).store_instances(samples())
+        assert hook.count_instances(store) == 2
+        series = hook.dicomweb_client(store).search_for_series()
+        assert len(series) == 2
+        code = fault.split("/")[0]
+        injected = (tmp_path / "server.log").read_text().count(f"injected {code}")
+        # Each injected error hit a call that then succeeded: it was retried.
+        assert injected >= 3, "the server did not inject errors"
+        assert len(sent) >= 4
+    finally:
+        server.stop()
+
+
+def test_a_bad_fault_spec_is_refused(tmp_path) -> None:
+    run = subprocess.run([sys.executable, "-m", "dicom_deid.cli", "serve", "--inject-errors",
+                          "404/2", "--data-dir", str(tmp_path)], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2 and "CODE/N" in run.stderr

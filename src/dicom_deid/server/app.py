@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -81,11 +82,31 @@ def _base(request: Request) -> str:
     return base_url(request)
 
 
+#: ``CODE/N``: answer every Nth API request of each worker process with CODE.
+FAULTS_ENV = "DICOM_DEID_SERVER_FAULTS"
+_TRANSIENT = {429: "quota exceeded (injected)", 500: "internal error (injected)",
+              503: "the service is unavailable (injected)"}
+
+
+def parse_faults(spec: str | None) -> tuple[int, int] | None:
+    """``"503/3"`` -> (503, 3). Injected errors are the transient ones Google answers
+    (429 quota, 500, 503), so clients' retry paths can be exercised against this server."""
+    if not spec:
+        return None
+    m = re.fullmatch(r"(\d{3})/(\d+)", spec.strip())
+    if not m or int(m[1]) not in _TRANSIENT or int(m[2]) < 2:
+        raise ValueError(f"{FAULTS_ENV}/--inject-errors must be CODE/N with CODE one of "
+                         f"{sorted(_TRANSIENT)} and N >= 2, e.g. 503/3; got {spec!r}")
+    return int(m[1]), int(m[2])
+
+
 class Api:
     """Handlers, one per (method, path) row; ``a`` holds the decoded path segments."""
 
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: ServerState, faults: tuple[int, int] | None = None) -> None:
         self.state = state
+        self.faults = faults
+        self.requests = 0
 
     # datasets
     @route("POST", rf"{_LOC}/datasets")
@@ -248,6 +269,13 @@ class Api:
     async def dispatch(self, request: Request) -> Response:
         raw = request.scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0]
         path = raw[len("/v1/"):] if raw.startswith("/v1/") else ""
+        if self.faults:
+            self.requests += 1
+            code, every = self.faults
+            if self.requests % every == 0:
+                log.warning("injected %d for request %d", code, self.requests)
+                return JSONResponse(errors.ApiError(code, _TRANSIENT[code]).body(),
+                                    status_code=code)
         try:
             allowed = False
             for method, pattern, name in ROUTES:
@@ -277,7 +305,7 @@ def create_app(data_dir: Path, max_body_bytes: int = DEFAULT_MAX_BODY,
     state = ServerState(Path(data_dir), max_body_bytes=max_body_bytes)
     if run_recovery:
         recover(state)
-    api = Api(state)
+    api = Api(state, parse_faults(os.environ.get(FAULTS_ENV)))
 
     async def health(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
