@@ -51,9 +51,10 @@ with DAG(
             title="Source DICOM store",
             description="projects/P/locations/L/datasets/D/dicomStores/S"),
         "destination_store_id": Param(
-            "deidentified", type="string", title="Destination store id",
-            description="Created in the source's dataset (reused if empty)",
-            pattern=r"^[A-Za-z0-9_.-]{1,256}$"),
+            "{{ params.profile }}-{{ run_slug }}", type="string", minLength=1,
+            title="Destination store id",
+            description="Created in the source's dataset (reused if empty). Letters, "
+                        "digits, _ . - once rendered; {{ run_slug }} is this run's ID"),
         "profile": Param(
             "basic", type="string", enum=pipeline.profiles(), title="De-identification profile",
             description="include/configs/deid/<profile>.json (a Cloud Healthcare API "
@@ -63,8 +64,10 @@ with DAG(
             description="Ad-hoc runs: restrict to these Study Instance UIDs"),
         "sample_size": Param(20, type="integer", minimum=1, maximum=10000,
                              title="Verification sample size"),
-        "export_prefix": Param("gs://dicom-deid-export/deidentified", type="string",
-                               title="Export to", description="gs://bucket/prefix"),
+        "export_prefix": Param("gs://dicom-deid-export/{{ run_slug }}", type="string",
+                               title="Export to",
+                               description="gs://bucket/prefix, this run's own folder by "
+                                           "default (the export gate counts what is there)"),
         "export_mime_type": Param(
             "application/dicom", type="string", enum=list(pipeline.MIME_TYPES),
             title="Export format",
@@ -77,16 +80,22 @@ with DAG(
 ) as dag:
 
     @task
-    def validate(params: dict | None = None) -> dict:
-        """Params and profile checked before anything is created."""
-        return pipeline.validate_params(params or {})
+    def validate(params: dict | None = None, ti=None, run_id: str | None = None,  # noqa: ANN001
+                 ) -> dict:
+        """Params and profile checked before anything is created; the destination store
+        id and export prefix rendered (they default to this run's own)."""
+        from airflow.sdk import get_current_context
+
+        context = {**get_current_context(), "run_slug": pipeline.run_slug(run_id or "manual")}
+        return pipeline.validate_params(
+            params or {}, render=lambda value: str(ti.task.render_template(value, context)))
 
     plan = validate()
 
     create = CreateDicomStoreOperator(
         task_id="create_destination_store",
         dataset_name=f"{{{{ {PLAN}['dataset'] }}}}",
-        store_id="{{ params.destination_store_id }}",
+        store_id=f"{{{{ {PLAN}['destination_store'].rsplit('/', 1)[1] }}}}",
         overwrite="{{ params.overwrite }}",
     )
 

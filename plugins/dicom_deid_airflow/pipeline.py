@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,12 +85,28 @@ class RunPlan:
         return {**self.__dict__}
 
 
-def validate_params(params: dict) -> dict:
+#: Params whose value may be a Jinja template (``{{ run_slug }}``, ``{{ params.profile }}``):
+#: a run's own store and export folder by default, so runs triggered with the defaults
+#: never collide.
+TEMPLATED_PARAMS = ("destination_store_id", "export_prefix")
+
+
+def run_slug(run_id: str) -> str:
+    """The run ID as a store ID and path segment: ``manual__2026-11-25T19:28:00+00:00``
+    -> ``manual-2026-11-25t19-28-00-00-00``."""
+    return re.sub(r"[^a-z0-9.]+", "-", run_id.lower()).strip("-.")[:200] or "run"
+
+
+def validate_params(params: dict, render: Callable[[str], str] | None = None) -> dict:
     """Check every param and the chosen config before anything is created.
 
-    Errors name the param (or the config field, by its JSON path) and never echo a
-    study UID list or a config's keys back.
+    ``render`` expands the templated params (see ``TEMPLATED_PARAMS``) in the run's
+    context. Errors name the param (or the config field, by its JSON path) and never echo
+    a study UID list or a config's keys back.
     """
+    if render is not None:
+        params = {**params, **{k: render(str(params[k])) for k in TEMPLATED_PARAMS
+                               if "{{" in str(params.get(k) or "")}}
     source = str(params.get("source_store") or "")
     if not STORE_NAME.match(source):
         raise ValueError("source_store must be projects/P/locations/L/datasets/D/dicomStores/S")

@@ -156,16 +156,21 @@ def test_a_weak_profile_is_stopped_by_the_gate_before_export(airflow_env, source
     assert "expect_column_values_to_be_in_set(column=status)" in logs
 
 
-def test_png_export_for_ml_is_gated_by_frame_count(airflow_env, source) -> None:
+def test_png_export_for_ml_is_gated_by_frame_count(airflow_env, source, healthcare) -> None:
     """export_mime_type image/png: one PNG per frame, gated on the frame count, and the
     handoff loads the PNGs as arrays."""
     store, _ = source
     prefix = f"png-{uuid.uuid4().hex[:6]}"
+    # The destination store id keeps its default, a template: the run's own store.
     run = _dags_test(airflow_env, "dicom_deidentify", {
-        "source_store": store, "destination_store_id": "deid-png", "profile": "basic",
+        "source_store": store, "profile": "basic",
         "sample_size": 2, "export_prefix": f"gs://{BUCKET}/{prefix}",
         "export_mime_type": "image/png"})
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    dataset = store.rsplit("/dicomStores/", 1)[0]
+    stores = [s["name"].rsplit("/", 1)[1] for s in healthcare.projects().locations().datasets()
+              .dicomStores().list(parent=dataset).execute()["dicomStores"]]
+    assert [s for s in stores if s.startswith("basic-manual-")], stores
     pngs = [b.name for b in _objects(prefix + "/") if b.name.endswith(".png")]
     assert len(pngs) == 6, pngs
     handoff = _dags_test(airflow_env, "dicom_training_handoff",

@@ -1,0 +1,54 @@
+"""The run's params are checked before anything is created, with errors that name the
+param; the templated defaults render to a store ID and prefix of the run's own."""
+
+from __future__ import annotations
+
+import jinja2
+import pytest
+from dicom_deid_airflow.pipeline import run_slug, validate_params
+
+SOURCE = "projects/p/locations/l/datasets/d/dicomStores/source"
+GOOD = {"source_store": SOURCE, "destination_store_id": "{{ params.profile }}-{{ run_slug }}",
+        "profile": "basic", "study_uids": [], "sample_size": 5,
+        "export_prefix": "gs://bucket/{{ run_slug }}", "export_mime_type": "application/dicom",
+        "overwrite": False, "max_failures": 0}
+
+
+def render_for(run_id: str, params: dict):  # noqa: ANN201
+    return lambda value: jinja2.Template(value).render(params=params,
+                                                       run_slug=run_slug(run_id))
+
+
+def test_run_slug_is_a_valid_store_id_and_path_segment() -> None:
+    assert run_slug("manual__2026-11-25T19:28:00.123+00:00") == (
+        "manual-2026-11-25t19-28-00.123-00-00")
+    assert run_slug("scheduled__2026-01-01T00:00:00+00:00") == "scheduled-2026-01-01t00-00-00-00-00"
+    assert run_slug("::") == "run"
+
+
+def test_templated_defaults_render_per_run() -> None:
+    run_id = "manual__2026-11-25T19:28:00+00:00"
+    plan = validate_params(GOOD, render=render_for(run_id, GOOD))
+    assert plan["destination_store"] == (
+        "projects/p/locations/l/datasets/d/dicomStores/basic-manual-2026-11-25t19-28-00-00-00")
+    assert plan["export_prefix"] == "gs://bucket/manual-2026-11-25t19-28-00-00-00"
+    other = validate_params(GOOD, render=render_for("manual__2026-11-26T08:00:00+00:00", GOOD))
+    assert other["destination_store"] != plan["destination_store"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"source_store": "projects/p/datasets/d"}, "source_store must be"),
+    ({"destination_store_id": "a/b"}, "destination_store_id may only hold"),
+    ({"destination_store_id": "{{ 'x y' }}"}, "destination_store_id may only hold"),
+    ({"destination_store_id": "source"}, "must differ from the source"),
+    ({"profile": "nope"}, "profile must be one of"),
+    ({"study_uids": ["1.2.3", "Jane Doe"]}, "study_uids: 1 value"),
+    ({"sample_size": 0}, "sample_size must be between"),
+    ({"export_prefix": "s3://bucket/x"}, "export_prefix must be a gs://"),
+    ({"export_mime_type": "image/gif"}, "export_mime_type must be one of"),
+])
+def test_bad_params_are_named(change: dict, message: str) -> None:
+    params = {**GOOD, **change}
+    with pytest.raises(ValueError, match=message) as err:
+        validate_params(params, render=render_for("manual__1", params))
+    assert "Jane Doe" not in str(err.value)
