@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := tesseract-ocr tesseract-ocr-eng dcmtk fonts-dejavu-core docker-compose
+DEBIAN_PACKAGES := tesseract-ocr tesseract-ocr-eng dcmtk fonts-dejavu-core docker-compose chromium
 
 .PHONY: setup system-deps demo up test lint bench bench-server bench-deid bench-text bench-image lock clean serve
 
