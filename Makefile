@@ -7,7 +7,7 @@ UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := tesseract-ocr tesseract-ocr-eng dcmtk fonts-dejavu-core docker-compose chromium
 
-.PHONY: setup system-deps demo up test lint bench bench-server bench-deid bench-text bench-image lock clean serve
+.PHONY: setup system-deps demo up test lint bench bench-server bench-deid bench-text bench-image bench-pipeline lock clean serve
 
 setup: system-deps $(STAMP)
 
@@ -49,7 +49,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests bench plugins dags
 
-bench: bench-server bench-deid bench-text bench-image
+bench: bench-server bench-deid bench-text bench-image bench-pipeline
 
 bench-server: setup
 	$(BIN)/python bench/server_throughput.py
@@ -63,6 +63,9 @@ bench-text: setup
 
 bench-image: setup
 	$(BIN)/python bench/image_redaction_throughput.py --install-peers
+
+bench-pipeline: setup
+	$(BIN)/python bench/pipeline_overhead.py
 
 serve: setup
 	$(BIN)/dicom-deid serve --port 8080 --data-dir data/healthcare

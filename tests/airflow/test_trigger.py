@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import datetime
 
 import pytest
 from airflow.triggers.base import TriggerEvent
 from dicom_deid_airflow.hooks.healthcare import HealthcareHook
 from dicom_deid_airflow.triggers.healthcare import HealthcareOperationTrigger
 
+from dicom_deid.corpus.burned_instances import burned_instance
 from tests.airflow.conftest import LOCATION
 from tests.airflow.helpers import BASIC, samples, unique
 
@@ -90,7 +93,8 @@ def test_success_event_after_a_real_deidentify(hook: HealthcareHook, dataset: st
     # Running it again (a triggerer restart) changes nothing and gives the same event.
     again, _ = first_event(trigger)
     assert again.payload == event.payload
-    assert len(hook.list_operations(dataset)) == 1
+    assert [o["name"] for o in hook.list_operations(dataset)
+            if o["metadata"]["apiMethodName"].endswith("DeidentifyDicomStore")] == [name]
 
 
 def test_error_event_when_the_operation_failed(hook: HealthcareHook, dataset: str,
@@ -122,3 +126,26 @@ def test_error_event_when_the_connection_is_missing(dataset: str) -> None:
     event, _ = first_event(trigger)
     assert event.payload["status"] == "error"
     assert "no_such_connection" in event.payload["message"]
+
+
+def test_polls_start_at_a_second_and_double_up_to_the_interval(hook: HealthcareHook,
+                                                               dataset: str) -> None:
+    """With poll_interval=60 a job of a few seconds is still seen done within seconds of
+    finishing: polls start 1 s apart and double (1, 2, 4 ...), up to poll_interval."""
+    source = hook.create_dicom_store(dataset, unique("src"))["name"]
+    destination = hook.create_dicom_store(dataset, unique("dst"))["name"]
+    # Text burned into ultrasound frames: a few seconds of OCR, so several polls.
+    hook.dicomweb_client(source).store_instances(
+        [burned_instance(70 + i, photometric="RGB").dataset for i in range(6)])
+    start = time.monotonic()
+    name = hook.deidentify_dicom_store(
+        source, destination, {**BASIC, "image": {"textRedactionMode": "REDACT_ALL_TEXT"}})
+    event, _ = first_event(HealthcareOperationTrigger(operation_name=name, poll_interval=60))
+    elapsed = time.monotonic() - start
+    assert event.payload["status"] == "success"
+    metadata = hook.get_operation(name)["metadata"]
+    took = (datetime.fromisoformat(metadata["endTime"].replace("Z", "+00:00"))
+            - datetime.fromisoformat(metadata["createTime"].replace("Z", "+00:00")))
+    assert took.total_seconds() > 1.5, "too quick to need a second poll"
+    # Done at t; the poll that saw it came at most one doubling later (<= 2t + 1 s).
+    assert elapsed <= 2 * took.total_seconds() + 3, (elapsed, took)

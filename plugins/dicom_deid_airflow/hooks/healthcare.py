@@ -428,8 +428,10 @@ class HealthcareHook(GoogleBaseHook):
 
     def wait_for_operation(self, name: str, *, poll_interval: float = 5.0,
                            timeout: float | None = None) -> dict:
-        """Poll ``operations.get`` until done (blocking: the non-deferrable path)."""
+        """Poll ``operations.get`` until done (blocking: the non-deferrable path); polls
+        start 1 s apart and double up to ``poll_interval``."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        wait = min(1.0, poll_interval)
         while True:
             operation = self.get_operation(name)
             if operation.get("done"):
@@ -439,7 +441,8 @@ class HealthcareHook(GoogleBaseHook):
                           counter["success"], counter["failure"], counter["pending"])
             if deadline is not None and time.monotonic() >= deadline:
                 raise AirflowException(f"operation {name} not done after {timeout} s")
-            time.sleep(poll_interval)
+            time.sleep(wait)
+            wait = min(wait * 2, poll_interval)
 
     # -- DICOMweb ---------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ the triggerer. Why it is written this way:
 - ``on_kill`` runs only when a user acts on the deferred task (mark failed or success,
   clear): then it asks the API to cancel the operation, the counterpart of the operator's
   ``on_kill``. A triggerer restart does not call it.
+- Polls start 1 s apart and double up to ``poll_interval``: a small job is seen done
+  within a second or two of finishing, a long one is not polled more than it needs.
 - Events carry the operation's name, counts, ``logsUrl`` and the API's error: locations
   and counts only, never DICOM data (events end up in XCom-like storage and logs).
 """
@@ -38,7 +40,7 @@ class HealthcareOperationTrigger(BaseTrigger):
     :param gcp_conn_id: the connection the hook reads (endpoint, project, credentials).
     :param api_endpoint: overrides the connection's ``api_endpoint`` extra.
     :param impersonation_chain: service account(s) to impersonate (Google endpoint only).
-    :param poll_interval: seconds between polls.
+    :param poll_interval: the longest wait between polls (the first is 1 s, then doubles).
 
     Yields ``{"status": "success" | "error", "operation", "counter": {"success",
     "failure", "pending"}, "logs_url"?, "error"?: {"code", "message"}, "message"}``.
@@ -80,6 +82,7 @@ class HealthcareOperationTrigger(BaseTrigger):
         name = self.operation_name
         try:
             hook = await asyncio.to_thread(self._hook)
+            wait = min(1.0, self.poll_interval)
             while True:
                 operation = await asyncio.to_thread(hook.get_operation, name)
                 if operation.get("done"):
@@ -90,8 +93,9 @@ class HealthcareOperationTrigger(BaseTrigger):
                 counter = operation_counter(operation)
                 self.log.info("Operation %s running: %d succeeded, %d failed, %d pending; "
                               "next poll in %s s", name, counter["success"],
-                              counter["failure"], counter["pending"], self.poll_interval)
-                await asyncio.sleep(self.poll_interval)
+                              counter["failure"], counter["pending"], wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, self.poll_interval)
         except Exception as exc:  # one error event, never a crashed trigger
             self.log.error("Polling operation %s failed: %s", name, exc)
             yield TriggerEvent({"status": "error", "operation": name, "counter": {},
