@@ -17,7 +17,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,10 +31,10 @@ from pydicom.data import get_testdata_file
 
 from dicom_deid.corpus.burned_instances import PHI_VALUES, burned_instance
 from dicom_deid.corpus.markers import marked_instance
+from tests.dags.helpers import AIRFLOW, migrated_airflow
 from tests.helpers import stow_raw
 
 REPO = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 BUCKET = "dicom-deid-e2e"
 
 
@@ -47,26 +46,8 @@ def _bytes(ds) -> bytes:  # noqa: ANN001
 
 @pytest.fixture(scope="module")
 def airflow_env(tmp_path_factory, server, gcs_emulator) -> dict:  # noqa: ANN001
-    home = tmp_path_factory.mktemp("airflow-home")
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps({
-            "conn_type": "google_cloud_platform",
-            "extra": {"api_endpoint": server.url, "project": "test-project"}}),
-        "STORAGE_EMULATOR_HOST": gcs_emulator.host,
-        "DICOM_DEID_REPORTS": str(home / "reports"),
-        "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
-    }
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
-    client = storage.Client(project="test", credentials=AnonymousCredentials())
-    if client.lookup_bucket(BUCKET) is None:
-        client.create_bucket(BUCKET)
-    return env
+    return migrated_airflow(tmp_path_factory.mktemp("airflow-home"), server.url,
+                            gcs_emulator.host, BUCKET)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import sqlite3
 import subprocess
@@ -43,8 +42,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from PIL import Image
 
+from tests.dags.helpers import AIRFLOW, migrated_airflow
+
 REPO = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 DAG_FILE = REPO / "dags" / "dicom_training_handoff.py"
 DAG_ID = "dicom_training_handoff"
 BUCKET = "dicom-deid-handoff"
@@ -224,23 +224,9 @@ def test_parsing_the_handoff_dag_does_not_load_vertex_ai() -> None:
 # --- real runs -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory, gcs_emulator) -> dict:
-    home = tmp_path_factory.mktemp("airflow-handoff")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_VAR_")},
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "STORAGE_EMULATOR_HOST": gcs_emulator.host,
-        "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
-    }
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
-    gcs = storage.Client(project="test", credentials=AnonymousCredentials())
-    if gcs.lookup_bucket(BUCKET) is None:
-        gcs.create_bucket(BUCKET)
-    return env
+def airflow_env(tmp_path_factory, server, gcs_emulator) -> dict:  # noqa: ANN001
+    return migrated_airflow(tmp_path_factory.mktemp("airflow-handoff"), server.url,
+                            gcs_emulator.host, BUCKET)
 
 
 def _export(prefix: str) -> str:
