@@ -106,7 +106,8 @@ def run_report_url(dag_id: str, run_id: str) -> str:
     from dicom_deid_airflow.report_app import URL_PREFIX
 
     base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
-    return f"{base}{URL_PREFIX}/reports/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
+    return (f"{base}{URL_PREFIX}/reports/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
+            "/report.html")  # by name, so the page's relative links reach its files
 
 
 class RunReportLink(BaseOperatorLink):

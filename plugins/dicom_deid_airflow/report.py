@@ -63,9 +63,20 @@ def _table(rows: dict[str, Any]) -> str:
     return f"<table>{cells}</table>"
 
 
+def _files(folder: Path) -> str:
+    """Links to the verification table and the gates' results of this run."""
+    names = [n for n in ("verification.csv", "deidentified.json", "counts.json",
+                         "export.json") if (folder / n).exists()]
+    if not names:
+        return ""
+    items = "".join(f"<li><a href='{n}'>{n}</a></li>" for n in names)
+    return f"<h2>Files</h2><ul>{items}</ul>"
+
+
 def write_report(path: Path, *, title: str, counts: dict[str, Any],
                  gates: list[dict[str, Any]], thumbnails: list[tuple[str, str]]) -> Path:
-    """Write the page: counts, gates (with failed expectations) and thumbnails."""
+    """Write the page: counts, gates (with failed expectations), thumbnails, and links to
+    the tables beside it (relative, so they work served by the API server and on disk)."""
     gate_rows = "".join(
         f"<tr><td>{html.escape(g['name'])}</td>"
         f"<td class={'ok' if g['success'] else 'fail'}>{'passed' if g['success'] else 'FAILED'}"
@@ -80,7 +91,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.ok{{color:#070}}
 <h1>{html.escape(title)}</h1><h2>Counts</h2>{_table(counts)}
 <h2>Quality gates</h2><table><tr><th>gate</th><th>result</th><th>failed expectations</th></tr>
 {gate_rows}</table><h2>Sampled destination images</h2>
-<p>Red outlines: areas the de-identification painted (burned-in text).</p>{thumbs}"""
+<p>Red outlines: areas the de-identification painted (burned-in text).</p>{thumbs}
+{_files(path.parent)}"""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)
     return path

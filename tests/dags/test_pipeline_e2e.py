@@ -223,14 +223,18 @@ def test_the_run_report_opens_from_a_task_link_behind_the_login(api_server) -> N
     for state, task_id, expected in (("success", "report", "data:image/png;base64,"),
                                      ("failed", "gate_deidentified", "FAILED")):
         href = link(by_state[state], task_id)
-        assert href == f"/dicom-deid/reports/dicom_deidentify/{quote(by_state[state], safe='')}"
+        folder = f"/dicom-deid/reports/dicom_deidentify/{quote(by_state[state], safe='')}"
+        assert href == f"{folder}/report.html"
         page = requests.get(url + href, headers=auth, timeout=10)
         assert page.status_code == 200, page.text
         assert page.headers["content-type"].startswith("text/html")
         assert expected in page.text
         assert requests.get(url + href, timeout=10).status_code == 401
-        table = requests.get(f"{url}{href}/verification.csv", headers=auth, timeout=10)
+        # The page links its table and gate results, relative to itself.
+        assert "href='verification.csv'" in page.text and "href='deidentified.json'" in page.text
+        table = requests.get(f"{url}{folder}/verification.csv", headers=auth, timeout=10)
         assert table.status_code == 200 and table.text.startswith("sample_index,")
+        assert requests.get(url + folder, headers=auth, timeout=10).text == page.text
     for bad in ("..%2F..%2Fairflow.cfg", "airflow.db", "nothing.json"):
-        r = requests.get(f"{url}{href}/{bad}", headers=auth, timeout=10)
+        r = requests.get(f"{url}{folder}/{bad}", headers=auth, timeout=10)
         assert r.status_code == 404, (bad, r.status_code)

@@ -293,9 +293,9 @@ def test_the_trigger_form_creates_a_run_with_the_chosen_params(
     page.goto(f"{airflow_ui.url}/dags/dicom_deidentify/runs/{run_id}/tasks/validate")
     page.get_by_role("link", name="Details", exact=True).click()  # lists "Extra Links"
     link = page.get_by_role("link", name="Run report")
-    expect(link).to_have_attribute("href", f"/dicom-deid/reports/dicom_deidentify/{run_id}")
-    early = page.request.get(f"{airflow_ui.url}/dicom-deid/reports/dicom_deidentify/{run_id}")
+    href = f"/dicom-deid/reports/dicom_deidentify/{run_id}/report.html"
+    expect(link).to_have_attribute("href", href)
+    early = page.request.get(f"{airflow_ui.url}{href}")
     assert early.status == 404 and "when the run ends" in early.text(), early.text()
-    anonymous = page.context.browser.new_context().request.get(
-        f"{airflow_ui.url}/dicom-deid/reports/dicom_deidentify/{run_id}")
+    anonymous = page.context.browser.new_context().request.get(f"{airflow_ui.url}{href}")
     assert anonymous.status == 401, anonymous.status
