@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
 
 CONSOLE = "https://console.cloud.google.com/healthcare/browser"
+#: Where the API server mounts the run-report app (``report_app``).
+REPORTS_URL_PREFIX = "/dicom-deid"
 
 
 def _parts(name: str) -> dict[str, str]:
@@ -103,10 +105,8 @@ def run_report_url(dag_id: str, run_id: str) -> str:
     """
     from airflow.sdk.configuration import conf
 
-    from dicom_deid_airflow.report_app import URL_PREFIX
-
     base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
-    return (f"{base}{URL_PREFIX}/reports/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
+    return (f"{base}{REPORTS_URL_PREFIX}/reports/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
             "/report.html")  # by name, so the page's relative links reach its files
 
 

@@ -52,10 +52,17 @@ def reports_root() -> Path:
                 or Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "reports")
 
 
+def path_segment(name: str) -> str:
+    """A DAG or run ID as a folder or object name: run IDs carry ``:`` and ``+``, which
+    become ``_``; ``.`` and ``..`` (which the report app gets from a URL) become ``_``
+    too, so a name never leaves its parent folder."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return "_" * len(safe) if set(safe) <= {"."} else safe
+
+
 def report_folder(dag_id: str, run_id: str) -> Path:
-    """A run's report folder; run IDs carry ``:`` and ``+``, which become ``_``."""
-    return reports_root() / re.sub(r"[^A-Za-z0-9_.-]", "_", dag_id) / re.sub(
-        r"[^A-Za-z0-9_.-]", "_", run_id)
+    """A run's report folder."""
+    return reports_root() / path_segment(dag_id) / path_segment(run_id)
 
 
 def reports_dir(dag_id: str, run_id: str) -> Path:
@@ -206,7 +213,7 @@ def plan_routes(plan: dict, run_id: str) -> dict:
     routes = route(rows, plan)
     bucket_name, _ = split_uri(plan["export_prefix"])
     bucket = gcs_client().bucket(bucket_name)
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
+    safe = path_segment(run_id)
     out: dict[str, Any] = {}
     for name, paths in routes.items():
         uri = None

@@ -14,10 +14,30 @@ API server, behind Airflow's login; the ``Run report`` link points there.
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow.plugins_manager import AirflowPlugin
 
-from dicom_deid_airflow.links import DicomStoreLink, HealthcareOperationLink, RunReportLink
-from dicom_deid_airflow.report_app import URL_PREFIX, app
+from dicom_deid_airflow.links import (
+    REPORTS_URL_PREFIX,
+    DicomStoreLink,
+    HealthcareOperationLink,
+    RunReportLink,
+)
+
+
+class _ReportApp:
+    """The run-report app (``report_app.app``), imported at its first request.
+
+    Every task process loads this module (for plugin macros); FastAPI and Airflow's API
+    security, which the app needs, would add about 2 s to each. Only the API server
+    ever calls this.
+    """
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        from dicom_deid_airflow.report_app import app
+
+        await app(scope, receive, send)
 
 
 class DicomDeidPlugin(AirflowPlugin):
@@ -25,4 +45,5 @@ class DicomDeidPlugin(AirflowPlugin):
 
     name = "dicom_deid"
     operator_extra_links = [DicomStoreLink(), HealthcareOperationLink(), RunReportLink()]
-    fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "dicom-deid run reports"}]
+    fastapi_apps = [{"app": _ReportApp(), "url_prefix": REPORTS_URL_PREFIX,
+                     "name": "dicom-deid run reports"}]

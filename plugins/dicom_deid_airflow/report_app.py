@@ -4,8 +4,9 @@ The report task writes ``report.html`` into the run's report folder on the worke
 ``Run report`` extra link points here, so on-call opens it from the task they are
 looking at, with the session they already have. Access follows the DAG's permissions
 (``requires_access_dag``), like the run itself: the report shows de-identified
-images, which are still a hospital's data. Mounted at ``/dicom-deid`` by
-:class:`~dicom_deid_airflow.plugin.DicomDeidPlugin`.
+images, which are still a hospital's data. Mounted at ``links.REPORTS_URL_PREFIX`` by
+:class:`~dicom_deid_airflow.plugin.DicomDeidPlugin`, which imports this module only
+when the first request comes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from fastapi.responses import FileResponse
 
 from dicom_deid_airflow.pipeline import report_folder
 
-URL_PREFIX = "/dicom-deid"
 #: Files of a report folder that may be fetched: the report, the verification table and
 #: the gates' results. Anything else (or any path) is refused.
 SERVED = re.compile(r"^(report\.html|verification\.csv|[a-z_-]+\.json)$")

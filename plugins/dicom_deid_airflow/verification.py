@@ -58,7 +58,7 @@ import re
 import threading
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -506,12 +506,14 @@ def _encodings(text: str) -> list[bytes]:
     return out
 
 
+def _kept(src: Dataset, dest: Dataset, keywords: Iterable[str]) -> list[str]:
+    """``keyword:kept`` for each attribute whose value came through unchanged."""
+    return [f"{k}:kept" for k in keywords
+            if (before := _ds_value(src, k)) and _ds_value(dest, k) == before]
+
+
 def _check_uids(src: Dataset, dest: Dataset, header: bytes) -> list[str]:
-    reasons = []
-    for keyword in _UID_ATTRIBUTES:
-        before = _ds_value(src, keyword)
-        if before and _ds_value(dest, keyword) == before:
-            reasons.append(f"{keyword}:kept")
+    reasons = _kept(src, dest, _UID_ATTRIBUTES)
     for keyword in _UID_ATTRIBUTES:
         for value in _text_values(src, keyword):
             if any(_found(raw, header) for raw in _encodings(value)):
@@ -530,11 +532,7 @@ def _identifying_values(src: Dataset, minimum: int) -> dict[str, list[str]]:
 
 
 def _check_phi(src: Dataset, dest: Dataset, header: bytes) -> list[str]:
-    reasons = []
-    for keyword in IDENTIFYING_ATTRIBUTES:
-        before = _ds_value(src, keyword)
-        if before and _ds_value(dest, keyword) == before:
-            reasons.append(f"{keyword}:kept")
+    reasons = _kept(src, dest, IDENTIFYING_ATTRIBUTES)
     for keyword, values in _identifying_values(src, _MIN_HEADER_NEEDLE).items():
         if any(_found(raw, header) for value in values for raw in _encodings(value)):
             reasons.append(f"{keyword}:in_header")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import jinja2
 import pytest
-from dicom_deid_airflow.pipeline import run_slug, validate_params
+from dicom_deid_airflow.pipeline import path_segment, run_slug, validate_params
 
 SOURCE = "projects/p/locations/l/datasets/d/dicomStores/source"
 GOOD = {"source_store": SOURCE, "destination_store_id": "{{ params.profile }}-{{ run_slug }}",
@@ -52,3 +52,8 @@ def test_bad_params_are_named(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message) as err:
         validate_params(params, render=render_for("manual__1", params))
     assert "Jane Doe" not in str(err.value)
+
+
+def test_report_folder_names_stay_inside_their_parent() -> None:
+    assert path_segment("manual__2026-11-25T19:28:00+00:00") == "manual__2026-11-25T19_28_00_00_00"
+    assert [path_segment(n) for n in ("..", ".", "", "a/../b")] == ["__", "_", "", "a_.._b"]

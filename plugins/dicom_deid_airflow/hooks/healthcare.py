@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -78,6 +78,16 @@ def operation_counter(operation: dict) -> dict[str, int]:
     """``metadata.counter`` as ints (the API sends int64 as strings and omits zeros)."""
     raw = (operation.get("metadata") or {}).get("counter") or {}
     return {key: int(raw.get(key) or 0) for key in ("success", "failure", "pending")}
+
+
+def poll_waits(poll_interval: float) -> Iterator[float]:
+    """Seconds to wait between polls of an operation: 1, 2, 4 ... up to
+    ``poll_interval``, so a small job is seen done within about a second of finishing
+    and a long one is not polled more often than it needs."""
+    wait = min(1.0, poll_interval)
+    while True:
+        yield wait
+        wait = min(wait * 2, poll_interval)
 
 
 def operation_event(operation: dict) -> dict[str, Any]:
@@ -431,7 +441,7 @@ class HealthcareHook(GoogleBaseHook):
         """Poll ``operations.get`` until done (blocking: the non-deferrable path); polls
         start 1 s apart and double up to ``poll_interval``."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        wait = min(1.0, poll_interval)
+        waits = poll_waits(poll_interval)
         while True:
             operation = self.get_operation(name)
             if operation.get("done"):
@@ -441,8 +451,7 @@ class HealthcareHook(GoogleBaseHook):
                           counter["success"], counter["failure"], counter["pending"])
             if deadline is not None and time.monotonic() >= deadline:
                 raise AirflowException(f"operation {name} not done after {timeout} s")
-            time.sleep(wait)
-            wait = min(wait * 2, poll_interval)
+            time.sleep(next(waits))
 
     # -- DICOMweb ---------------------------------------------------------------------
 

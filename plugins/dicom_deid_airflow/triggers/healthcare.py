@@ -30,6 +30,7 @@ from dicom_deid_airflow.hooks.healthcare import (
     HealthcareHook,
     operation_counter,
     operation_event,
+    poll_waits,
 )
 
 
@@ -82,7 +83,7 @@ class HealthcareOperationTrigger(BaseTrigger):
         name = self.operation_name
         try:
             hook = await asyncio.to_thread(self._hook)
-            wait = min(1.0, self.poll_interval)
+            waits = poll_waits(self.poll_interval)
             while True:
                 operation = await asyncio.to_thread(hook.get_operation, name)
                 if operation.get("done"):
@@ -90,12 +91,11 @@ class HealthcareOperationTrigger(BaseTrigger):
                     self.log.info("%s", event["message"])
                     yield TriggerEvent(event)
                     return
-                counter = operation_counter(operation)
+                counter, wait = operation_counter(operation), next(waits)
                 self.log.info("Operation %s running: %d succeeded, %d failed, %d pending; "
                               "next poll in %s s", name, counter["success"],
                               counter["failure"], counter["pending"], wait)
                 await asyncio.sleep(wait)
-                wait = min(wait * 2, self.poll_interval)
         except Exception as exc:  # one error event, never a crashed trigger
             self.log.error("Polling operation %s failed: %s", name, exc)
             yield TriggerEvent({"status": "error", "operation": name, "counter": {},
