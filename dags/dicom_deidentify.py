@@ -23,16 +23,19 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, Param, task
-from dicom_deid_airflow import pipeline
+from dicom_deid_airflow.configs import profiles
 from dicom_deid_airflow.links import add_run_report_link
 from dicom_deid_airflow.operators.healthcare import (
-    CreateDicomStoreOperator,
-    DeidentifyDicomStoreOperator,
-    ExportDicomStoreOperator,
+    HealthcareCreateDicomStoreOperator,
+    HealthcareDeidentifyDicomStoreOperator,
+    HealthcareExportDicomStoreOperator,
 )
+from dicom_deid_airflow.params import MIME_TYPES
 
 MANIFEST = Asset(name="dicom_deid_manifest", uri="dicom-deid://manifest")
-PLAN = "ti.xcom_pull(task_ids='validate')"
+#: The connection every task uses: its ``api_endpoint`` extra picks Google or the local
+#: server. Operators and Python steps get it passed in.
+GCP_CONN_ID = "google_cloud_default"
 
 with DAG(
     dag_id="dicom_deidentify",
@@ -56,7 +59,7 @@ with DAG(
             description="Created in the source's dataset (reused if empty). Letters, "
                         "digits, _ . - once rendered; {{ run_slug }} is this run's ID"),
         "profile": Param(
-            "basic", type="string", enum=pipeline.profiles(), title="De-identification profile",
+            "basic", type="string", enum=profiles(), title="De-identification profile",
             description="include/configs/deid/<profile>.json (a Cloud Healthcare API "
                         "DeidentifyConfig)"),
         "study_uids": Param(
@@ -69,7 +72,7 @@ with DAG(
                                description="gs://bucket/prefix, this run's own folder by "
                                            "default (the export gate counts what is there)"),
         "export_mime_type": Param(
-            "application/dicom", type="string", enum=list(pipeline.MIME_TYPES),
+            "application/dicom", type="string", enum=list(MIME_TYPES),
             title="Export format",
             description="DICOM as stored, or image/png frames for ML"),
         "overwrite": Param(False, type="boolean",
@@ -79,106 +82,121 @@ with DAG(
     },
 ) as dag:
 
-    @task
+    @task(multiple_outputs=True)
     def validate(params: dict | None = None, ti=None, run_id: str | None = None,  # noqa: ANN001
                  ) -> dict:
         """Params and profile checked before anything is created; the destination store
-        id and export prefix rendered (they default to this run's own)."""
+        id and export prefix rendered (they default to this run's own). One XCom per
+        plan field, so the operators below take them as XComArgs."""
         from airflow.sdk import get_current_context
+        from dicom_deid_airflow.params import run_slug, validate_params
 
-        context = {**get_current_context(), "run_slug": pipeline.run_slug(run_id or "manual")}
-        return pipeline.validate_params(
+        context = {**get_current_context(), "run_slug": run_slug(run_id or "manual")}
+        return validate_params(
             params or {}, render=lambda value: str(ti.task.render_template(value, context)))
 
     plan = validate()
 
-    create = CreateDicomStoreOperator(
+    create = HealthcareCreateDicomStoreOperator(
         task_id="create_destination_store",
-        dataset_name=f"{{{{ {PLAN}['dataset'] }}}}",
-        store_id=f"{{{{ {PLAN}['destination_store'].rsplit('/', 1)[1] }}}}",
-        overwrite="{{ params.overwrite }}",
+        dataset_name=plan["dataset"],
+        store_id=plan["destination_store_id"],
+        overwrite=plan["overwrite"],
+        gcp_conn_id=GCP_CONN_ID,
     )
 
-    @task
-    def route(plan: dict, run_id: str | None = None) -> dict:
+    @task(multiple_outputs=True)
+    def route(plan: dict) -> dict:
         """Series per route, written as filterConfig files; counts only in XCom."""
-        return pipeline.plan_routes(plan, run_id or "manual")
+        from dicom_deid_airflow.steps import RunRef, plan_routes
+
+        return plan_routes(plan, RunRef.current(GCP_CONN_ID))
 
     routes = route(plan)
 
     @task.branch
-    def choose(routes: dict) -> list[str]:
+    def choose(series: dict) -> list[str]:
         """Skip a route with no series (the API refuses an empty filter)."""
-        return [f"deidentify_{name}" for name in ("pixel", "metadata") if routes[name]["series"]]
+        from dicom_deid_airflow.steps import chosen_routes
 
-    common = {
-        "source_store": f"{{{{ {PLAN}['source_store'] }}}}",
-        "destination_store": f"{{{{ {PLAN}['destination_store'] }}}}",
-        "max_failures": f"{{{{ {PLAN}['max_failures'] }}}}",
+        return chosen_routes({"series": series})
+
+    deidentify = {
+        name: HealthcareDeidentifyDicomStoreOperator(
+            task_id=f"deidentify_{name}",
+            source_store=plan["source_store"],
+            destination_store=plan["destination_store"],
+            max_failures=plan["max_failures"],
+            config=routes[f"{name}_config"],
+            filter_uri=routes[f"{name}_filter_uri"],
+            gcp_conn_id=GCP_CONN_ID,
+            deferrable=True,
+        )
+        for name in ("pixel", "metadata")
     }
-    deid_pixel = DeidentifyDicomStoreOperator(
-        task_id="deidentify_pixel",
-        config="{{ ti.xcom_pull(task_ids='route')['pixel']['config'] }}",
-        filter_uri="{{ ti.xcom_pull(task_ids='route')['pixel']['filter_uri'] }}",
-        **common)
-    deid_metadata = DeidentifyDicomStoreOperator(
-        task_id="deidentify_metadata",
-        config="{{ ti.xcom_pull(task_ids='route')['metadata']['config'] }}",
-        filter_uri="{{ ti.xcom_pull(task_ids='route')['metadata']['filter_uri'] }}",
-        **common)
 
     @task(trigger_rule="none_failed_min_one_success")
-    def verify(plan: dict, run_id: str | None = None) -> dict:
+    def verify(plan: dict) -> dict:
         """A seeded sample of source/destination pairs checked attribute by attribute."""
-        return pipeline.verify(plan, run_id or "manual")
+        from dicom_deid_airflow.steps import RunRef
+        from dicom_deid_airflow.steps import verify as verify_sample
+
+        return verify_sample(plan, RunRef.current(GCP_CONN_ID))
 
     @task(retries=0, trigger_rule="none_failed_min_one_success")
-    def gate_deidentified(plan: dict, routes: dict, verification: dict, ti=None,  # noqa: ANN001
-                          run_id: str | None = None) -> dict:
+    def gate_deidentified(plan: dict, verification: dict, pixel: dict | None,
+                          metadata: dict | None) -> dict:
         """Great Expectations over the sample and the counts; fails listing expectations."""
-        outcomes = ti.xcom_pull(task_ids=["deidentify_pixel", "deidentify_metadata"]) or []
-        failures = sum(int((o or {}).get("failure", 0)) for o in outcomes)
-        return pipeline.gate_deidentified(plan, routes, verification, failures,
-                                          run_id or "manual")
+        from dicom_deid_airflow.steps import RunRef
+        from dicom_deid_airflow.steps import gate_deidentified as gate
 
-    export = ExportDicomStoreOperator(
+        return gate(plan, verification, [pixel, metadata], RunRef.current(GCP_CONN_ID))
+
+    export = HealthcareExportDicomStoreOperator(
         task_id="export",
-        store=f"{{{{ {PLAN}['destination_store'] }}}}",
-        uri_prefix=f"{{{{ {PLAN}['export_prefix'] }}}}",
-        mime_type=f"{{{{ {PLAN}['export_mime_type'] }}}}",
+        store=plan["destination_store"],
+        uri_prefix=plan["export_prefix"],
+        mime_type=plan["export_mime_type"],
+        gcp_conn_id=GCP_CONN_ID,
+        deferrable=True,
     )
 
     @task(retries=0)
-    def gate_export(plan: dict, run_id: str | None = None) -> dict:
+    def gate_export(plan: dict) -> dict:
         """Objects exported = destination instances; names and sizes sane."""
-        return pipeline.gate_export(plan, run_id or "manual")
+        from dicom_deid_airflow.steps import RunRef
+        from dicom_deid_airflow.steps import gate_export as gate
+
+        return gate(plan, RunRef.current(GCP_CONN_ID))
 
     @task(outlets=[MANIFEST])
     def manifest(plan: dict, outlet_events=None) -> dict:  # noqa: ANN001 - Airflow injects
         """The manifest beside the export, announced to the training handoff."""
-        result = pipeline.write_manifest(plan)
+        from dicom_deid_airflow.steps import RunRef, write_manifest
+
+        result = write_manifest(plan, RunRef.current(GCP_CONN_ID))
         if outlet_events is not None:
             outlet_events[MANIFEST].extra = {"manifest": result["uri"], "rows": result["rows"]}
         return result
 
     @task(trigger_rule="all_done", retries=0)
-    def report(plan: dict, ti=None, run_id: str | None = None) -> dict:  # noqa: ANN001
+    def report(plan: dict, pixel: dict | None, metadata: dict | None,
+               exported: dict | None) -> dict:
         """The run's HTML report (counts, digest, gates, sampled thumbnails), written
         whatever happened upstream: on-call opens it first."""
-        outcomes: dict = {}
-        for task_id in ("deidentify_pixel", "deidentify_metadata", "export"):
-            result = ti.xcom_pull(task_ids=task_id) or {}
-            for key in ("success", "failure"):
-                if key in result:
-                    outcomes[f"{task_id} {key}"] = int(result[key])
-        return pipeline.write_run_report(plan, run_id or "manual", outcomes)
+        from dicom_deid_airflow.steps import RunRef, write_run_report
 
+        outcomes = {"deidentify_pixel": pixel, "deidentify_metadata": metadata,
+                    "export": exported}
+        return write_run_report(plan, outcomes, RunRef.current(GCP_CONN_ID))
+
+    deidentified = [deidentify["pixel"], deidentify["metadata"]]
     verification = verify(plan)
-    chosen = choose(routes)
-    plan >> create >> routes >> chosen >> [deid_pixel, deid_metadata] >> verification
-    gate = gate_deidentified(plan, routes, verification)
-    published = manifest(plan)
-    gate >> export >> gate_export(plan) >> published >> report(plan)
+    plan >> create >> routes >> choose(routes["series"]) >> deidentified >> verification
+    gate = gate_deidentified(plan, verification, deidentify["pixel"].output,
+                             deidentify["metadata"].output)
+    gate >> export >> gate_export(plan) >> manifest(plan) >> report(
+        plan, deidentify["pixel"].output, deidentify["metadata"].output, export.output)
 
     @task(trigger_rule="one_failed", retries=0)
     def run_failed() -> None:

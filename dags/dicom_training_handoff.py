@@ -25,6 +25,8 @@ from airflow.sdk import DAG, Asset, Param, task
 from dicom_deid_airflow.operators.vertex import VertexCustomJobOperator
 
 MANIFEST = Asset(name="dicom_deid_manifest", uri="dicom-deid://manifest")
+#: The connection the manifest and the export are read with.
+GCP_CONN_ID = "google_cloud_default"
 
 with DAG(
     dag_id="dicom_training_handoff",
@@ -61,16 +63,16 @@ with DAG(
     @task(retries=0)
     def gate_manifest(uri: str) -> dict:
         """Required columns present, URIs unique, sizes sane; fails listing expectations."""
-        from dicom_deid_airflow.pipeline import gate_manifest as gate
+        from dicom_deid_airflow.handoff import gate_manifest as gate
 
-        return gate(uri)
+        return gate(uri, GCP_CONN_ID)
 
     @task
     def load_for_training(uri: str) -> dict:
         """Every exported image loads as an array; statistics written beside the manifest."""
         from dicom_deid_airflow.handoff import load_and_describe
 
-        return load_and_describe(uri)
+        return load_and_describe(uri, GCP_CONN_ID)
 
     @task.short_circuit(multiple_outputs=True, retries=0)
     def vertex_job_spec(uri: str, loaded: dict, params=None) -> dict | None:  # noqa: ANN001

@@ -4,6 +4,7 @@ On Google Cloud a team would start a Vertex AI job on the manifest; locally (and
 CI) the handoff loads every exported image the manifest lists into a numpy array,
 the way a training data loader would, and writes dataset statistics beside the
 manifest. An image that does not load fails the task with a count, not a value.
+Before loading, the manifest gate (Great Expectations) checks the manifest itself.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ import pandas as pd
 import pydicom
 from PIL import Image
 
-from dicom_deid_airflow.pipeline import gcs_client, split_uri
+from dicom_deid.gcs import parse_gs_uri
+from dicom_deid_airflow.configs import SUITES
+from dicom_deid_airflow.quality import raise_if_failed, run_gate
+from dicom_deid_airflow.storage import storage_client
 
 
-def read_manifest(uri: str) -> pd.DataFrame:
+def read_manifest(uri: str, gcp_conn_id: str = "google_cloud_default") -> pd.DataFrame:
     """The manifest (Parquet or CSV) the de-identification run wrote beside its export."""
-    bucket, name = split_uri(uri)
-    data = gcs_client().bucket(bucket).blob(name).download_as_bytes()
+    location = parse_gs_uri(uri, "manifest", require_name=True)
+    name = location.name
+    data = storage_client(gcp_conn_id).bucket(location.bucket).blob(name).download_as_bytes()
     if name.endswith(".parquet"):
         return pd.read_parquet(io.BytesIO(data))
     return pd.read_csv(io.BytesIO(data))
@@ -37,17 +42,27 @@ def _array(data: bytes, name: str) -> np.ndarray:
     return np.asarray(ds.pixel_array)
 
 
-def load_and_describe(manifest_uri: str) -> dict[str, Any]:
+def gate_manifest(uri: str, gcp_conn_id: str = "google_cloud_default") -> dict:
+    """The manifest suite over the manifest the handoff was given."""
+    table = read_manifest(uri, gcp_conn_id)
+    result = run_gate(SUITES / "manifest.json", table, name="manifest")
+    raise_if_failed(result)
+    return {"rows": int(len(table)), "expectations": result.evaluated, "passed": True}
+
+
+def load_and_describe(manifest_uri: str,
+                      gcp_conn_id: str = "google_cloud_default") -> dict[str, Any]:
     """Load every listed image; write ``dataset_stats.json`` beside the manifest."""
-    table = read_manifest(manifest_uri)
-    client = gcs_client()
+    table = read_manifest(manifest_uri, gcp_conn_id)
+    client = storage_client(gcp_conn_id)
     stats: dict[str, dict[str, Any]] = defaultdict(lambda: {"images": 0, "pixels": 0,
                                                             "sum": 0.0, "shapes": set()})
     failed = 0
     for row in table.itertuples(index=False):
-        bucket, name = split_uri(str(row.uri))
         try:
-            array = _array(client.bucket(bucket).blob(name).download_as_bytes(), name)
+            location = parse_gs_uri(str(row.uri), "uri", require_name=True)
+            array = _array(client.bucket(location.bucket).blob(location.name)
+                           .download_as_bytes(), location.name)
         except Exception:  # counted, never quoted: the object could be anything
             failed += 1
             continue
@@ -64,7 +79,8 @@ def load_and_describe(manifest_uri: str) -> dict[str, Any]:
         "by_modality": {m: {"images": e["images"], "mean": e["sum"] / max(1, e["pixels"]),
                             "shapes": sorted(e["shapes"])} for m, e in sorted(stats.items())},
     }
-    bucket, name = split_uri(manifest_uri)
+    manifest = parse_gs_uri(manifest_uri, "manifest", require_name=True)
+    bucket, name = manifest.bucket, manifest.name
     out = name.rsplit("/", 1)[0] + "/dataset_stats.json" if "/" in name else "dataset_stats.json"
     client.bucket(bucket).blob(out).upload_from_string(json.dumps(summary, indent=2),
                                                         content_type="application/json")

@@ -77,7 +77,7 @@ class _HealthcareLink(BaseOperatorLink):
         return self.url(value["endpoint"], value["name"])
 
 
-class DicomStoreLink(_HealthcareLink):
+class HealthcareDicomStoreLink(_HealthcareLink):
     """The DICOM store the task created, de-identified into or exported."""
 
     name = "DICOM store"

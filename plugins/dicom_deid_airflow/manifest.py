@@ -34,12 +34,12 @@ import pyarrow.parquet as pq
 from dicomweb_client.api import DICOMwebClient
 from google.cloud import storage
 
-__all__ = ["MANIFEST_COLUMNS", "ManifestResult", "build_manifest", "list_exported_objects",
-           "split_gcs_uri"]
+from dicom_deid.gcs import parse_gs_uri
+
+__all__ = ["MANIFEST_COLUMNS", "ManifestResult", "build_manifest", "list_exported_objects"]
 
 log = logging.getLogger(__name__)
 
-_GS = re.compile(r"gs://(?P<bucket>[a-z0-9][a-z0-9._\-]{1,221}[a-z0-9])(?:/(?P<path>.*))?")
 _UID = r"[0-9][0-9.]*"
 _OBJECT = re.compile(
     rf"(?P<study>{_UID})/(?P<series>{_UID})/(?P<instance>{_UID})"
@@ -101,14 +101,6 @@ class ManifestResult:
                 "missing_metadata": self.missing_metadata, "format": self.format}
 
 
-def split_gcs_uri(uri: str) -> tuple[str, str]:
-    """``gs://bucket/a/b/`` -> ``("bucket", "a/b")`` (no trailing slash)."""
-    m = _GS.fullmatch(uri or "")
-    if not m:
-        raise ValueError("expected a gs://bucket[/prefix] URI")
-    return m["bucket"], (m["path"] or "").strip("/")
-
-
 def list_exported_objects(gcs: storage.Client, uri_prefix: str) -> pd.DataFrame:
     """The objects of an export under ``uri_prefix``: one row per object.
 
@@ -116,7 +108,8 @@ def list_exported_objects(gcs: storage.Client, uri_prefix: str) -> pd.DataFrame:
     ``instance`` (UIDs parsed from the name, empty if the name does not fit the export
     layout), ``frame`` (for multi-frame image exports) and ``uri``. Sorted by name.
     """
-    bucket, prefix = split_gcs_uri(uri_prefix)
+    location = parse_gs_uri(uri_prefix, "uri_prefix", prefix=True)
+    bucket, prefix = location.bucket, location.name
     lead = f"{prefix}/" if prefix else ""
     skip = {lead + name for name in _MANIFEST_NAMES}
     records = []
@@ -221,7 +214,8 @@ def build_manifest(destination: DICOMwebClient, gcs: storage.Client, uri_prefix:
     """
     if out_format not in ("parquet", "csv"):
         raise ValueError("out_format must be 'parquet' or 'csv'")
-    bucket, prefix = split_gcs_uri(uri_prefix)
+    location = parse_gs_uri(uri_prefix, "uri_prefix", prefix=True)
+    bucket, prefix = location.bucket, location.name
     objects = list_exported_objects(gcs, uri_prefix)
     meta = _metadata(destination)
     table = _manifest_table(objects, meta)

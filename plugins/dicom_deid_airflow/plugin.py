@@ -20,7 +20,7 @@ from airflow.plugins_manager import AirflowPlugin
 
 from dicom_deid_airflow.links import (
     REPORTS_URL_PREFIX,
-    DicomStoreLink,
+    HealthcareDicomStoreLink,
     HealthcareOperationLink,
     RunReportLink,
 )
@@ -44,6 +44,6 @@ class DicomDeidPlugin(AirflowPlugin):
     """dicom-deid: extra links to DICOM stores, operations and run reports; the reports."""
 
     name = "dicom_deid"
-    operator_extra_links = [DicomStoreLink(), HealthcareOperationLink(), RunReportLink()]
+    operator_extra_links = [HealthcareDicomStoreLink(), HealthcareOperationLink(), RunReportLink()]
     fastapi_apps = [{"app": _ReportApp(), "url_prefix": REPORTS_URL_PREFIX,
                      "name": "dicom-deid run reports"}]

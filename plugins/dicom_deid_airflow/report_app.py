@@ -17,7 +17,7 @@ from airflow.api_fastapi.core_api.security import DagAccessEntity, requires_acce
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import FileResponse
 
-from dicom_deid_airflow.pipeline import report_folder
+from dicom_deid_airflow.report_paths import report_folder
 
 #: Files of a report folder that may be fetched: the report, the verification table and
 #: the gates' results. Anything else (or any path) is refused.

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dicom_deid.gcs import GcsUriError, parse_gs_uri
+
 __all__ = ["ENV_MANIFEST", "ENV_STATS", "VARIABLE", "VertexConfig", "VertexConfigError",
            "custom_job", "handoff_job", "parse_config", "read_variable"]
 
@@ -47,7 +49,6 @@ _ACCELERATOR = re.compile(r"^[A-Z][A-Z0-9_]+$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|API_?KEY|PRIVATE_?KEY",
                           re.IGNORECASE)
-_GCS = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,61}[a-z0-9](/.*)?$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _REQUIRED = ("project_id", "region", "container_uri")
 _KEYS = ("enabled", *_REQUIRED, "display_name", "machine_type", "replica_count",
@@ -83,6 +84,14 @@ class VertexConfig:
     base_output_dir: str | None = None
     service_account: str | None = None
     gcp_conn_id: str = "google_cloud_default"
+
+
+def _is_gs_uri(value: str) -> bool:
+    try:
+        parse_gs_uri(value)
+    except GcsUriError:
+        return False
+    return True
 
 
 def _problems(config: Mapping[str, Any], required: bool) -> list[str]:
@@ -144,7 +153,8 @@ def _problems(config: Mapping[str, Any], required: bool) -> list[str]:
     marg = config.get("manifest_arg")
     check("manifest_arg", isinstance(marg, str) and marg.startswith("-") and " " not in marg,
           "a flag such as '--manifest', or null to pass the manifest by environment only")
-    check("base_output_dir", text("base_output_dir", _GCS), "a gs://bucket[/prefix] URI")
+    check("base_output_dir", text("base_output_dir") and _is_gs_uri(config["base_output_dir"]),
+          "a gs://bucket[/prefix] URI")
     check("service_account", text("service_account", _EMAIL), "a service account e-mail")
     check("gcp_conn_id", text("gcp_conn_id"), "an Airflow connection ID")
     return out
@@ -245,7 +255,7 @@ def handoff_job(manifest_uri: str, stats_uri: str | None, value: str | Mapping[s
     config = parse_config(value, force=force)
     if config is None:
         return None
-    if not _GCS.match(manifest_uri):
+    if not _is_gs_uri(manifest_uri):
         raise VertexConfigError("the manifest must be a gs:// URI for Vertex AI to read it")
     return {"project_id": config.project_id, "region": config.region,
             "gcp_conn_id": config.gcp_conn_id,

@@ -26,8 +26,26 @@ def samples() -> list:
     return [dcmread(get_testdata_file(name)) for name in SAMPLES]
 
 
+class TaskStateStore:
+    """Airflow 3.3's ``task_state_store`` for a hand-built context: what a try saves
+    survives into the next (a dict the test keeps), as the real store does."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any, **_: Any) -> None:
+        self.values[key] = value
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
 class TaskInstance:
-    """The one stand-in the tests use: a task instance's XCom, for a hand-built context.
+    """The stand-ins the tests use: a task instance's XCom and its task state store, for
+    a hand-built context (:func:`context`).
 
     Everything else (hook, client, HTTP, server) is real.
     """
@@ -37,6 +55,7 @@ class TaskInstance:
         self.try_number = try_number
         self.stats_tags: dict[str, str] = {}
         self.xcom: dict[str, Any] = {}
+        self.task_state = TaskStateStore()
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
@@ -44,3 +63,8 @@ class TaskInstance:
     def xcom_pull(self, task_ids: str | None = None, key: str = "return_value") -> Any:
         assert task_ids in (None, self.task_id)
         return self.xcom.get(key)
+
+
+def context(ti: TaskInstance) -> dict[str, Any]:
+    """A hand-built task context: the task instance and its task state store."""
+    return {"ti": ti, "task_state_store": ti.task_state}

@@ -16,6 +16,7 @@ from dicom_deid_airflow.hooks.healthcare import (
     DEFAULT_ENDPOINT,
     HealthcareApiError,
     HealthcareHook,
+    MetricsNotReady,
     dataset_of,
     is_google_endpoint,
 )
@@ -61,6 +62,25 @@ def test_connection_gives_endpoint_project_and_anonymous_credentials(server) -> 
     # The hook argument wins over the connection; Google's endpoint means real credentials.
     google = HealthcareHook(api_endpoint=DEFAULT_ENDPOINT)
     assert google.is_google and google.api_endpoint == DEFAULT_ENDPOINT
+
+
+def test_client_is_built_like_the_providers(server, monkeypatch) -> None:
+    """GoogleBaseHook's authorized HTTP (user agent) and client options (endpoint;
+    universe domain on Google)."""
+    import google_auth_httplib2
+
+    hook = HealthcareHook()
+    conn = hook.get_conn()
+    assert isinstance(conn._http, google_auth_httplib2.AuthorizedHttp)
+    assert isinstance(conn._http.credentials, AnonymousCredentials)
+    assert conn._baseUrl.startswith(server.url)
+    google = HealthcareHook(api_endpoint=DEFAULT_ENDPOINT)
+    assert google._client_options().api_endpoint is None  # Google's default: no override
+    regional = HealthcareHook(api_endpoint="https://us-central1-healthcare.googleapis.com")
+    assert regional._client_options().api_endpoint == regional.api_endpoint
+    monkeypatch.setenv("GOOGLE_CLOUD_UNIVERSE_DOMAIN", "example-universe.goog")
+    assert google._client_options().universe_domain == "example-universe.goog"
+    assert hook._client_options().api_endpoint == server.url  # the local server: as given
 
 
 def test_endpoint_and_name_helpers() -> None:
@@ -154,6 +174,27 @@ def test_dicomweb_client_stores_and_searches(hook: HealthcareHook, dataset: str)
     found = client.search_for_instances(search_filters={"SOPInstanceUID": ct.SOPInstanceUID})
     assert [i["00080018"]["Value"][0] for i in found] == [ct.SOPInstanceUID]
     assert hook.count_instances(name) == 1
+
+
+class LaggingMetricsHook(HealthcareHook):
+    """A store whose metrics have not caught up with its writes, as on Google for a few
+    minutes after an import: every other call is the real one."""
+
+    def get_store_metrics(self, name: str) -> dict:
+        return {"name": name}
+
+
+def test_metrics_not_ready_is_an_error_and_search_counts(dataset: str) -> None:
+    hook = LaggingMetricsHook()
+    name = hook.create_dicom_store(dataset, unique("lag"))["name"]
+    assert hook.count_instances(name) == 0  # empty: metrics and search agree
+    hook.dicomweb_client(name).store_instances(samples())
+    with pytest.raises(MetricsNotReady, match="not ready"):
+        hook.count_instances(name)
+    assert hook.count_instances_by_search(name, page=1) == 2  # paged with offset
+    assert hook.instance_count(name) == 2
+    with pytest.raises(AirflowException, match=r"holds instances \(found by search\)"):
+        hook.create_dicom_store(dataset, name.rsplit("/", 1)[1])
 
 
 def test_delete_store(hook: HealthcareHook, dataset: str) -> None:

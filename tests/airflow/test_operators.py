@@ -1,10 +1,11 @@
 """The operators against the real local server and GCS emulator.
 
-Most tests call ``execute`` with a hand-built context whose only stand-in is the task
-instance's XCom (tests/airflow/helpers.py ``TaskInstance``); deferral is followed by
-running the real trigger and calling ``execute_complete`` with its event, as the
-triggerer and the worker would. The last test runs a DAG with ``dag.test()`` on a real
-metadata database, so the retry goes through Airflow 3.3's ``task_state_store``.
+Most tests call ``execute`` with a hand-built context whose only stand-ins are the task
+instance's XCom and its task state store (tests/airflow/helpers.py ``context``);
+deferral is followed by running the real trigger and calling ``execute_complete`` with
+its event, as the triggerer and the worker would. The last test runs a DAG with
+``dag.test()`` on a real metadata database, so the retry goes through Airflow 3.3's
+``task_state_store``.
 """
 
 from __future__ import annotations
@@ -19,18 +20,18 @@ import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 from dicom_deid_airflow.hooks.healthcare import HealthcareApiError, HealthcareHook
 from dicom_deid_airflow.links import (
-    DicomStoreLink,
+    HealthcareDicomStoreLink,
     HealthcareOperationLink,
     dicom_store_url,
     operation_url,
 )
 from dicom_deid_airflow.operators.healthcare import (
     OPERATION_KEY,
-    CreateDicomStoreOperator,
-    DeidentifyDicomStoreOperator,
-    DeleteDicomStoreOperator,
-    ExportDicomStoreOperator,
-    ImportDicomStoreOperator,
+    HealthcareCreateDicomStoreOperator,
+    HealthcareDeidentifyDicomStoreOperator,
+    HealthcareDeleteDicomStoreOperator,
+    HealthcareExportDicomStoreOperator,
+    HealthcareImportDicomStoreOperator,
     load_config,
 )
 from dicom_deid_airflow.plugin import DicomDeidPlugin
@@ -38,7 +39,7 @@ from dicom_deid_airflow.triggers.healthcare import HealthcareOperationTrigger
 from pydicom.data import get_testdata_file
 
 from tests.airflow.conftest import LOCATION, PROJECT
-from tests.airflow.helpers import BASIC, TaskInstance, samples, unique
+from tests.airflow.helpers import BASIC, TaskInstance, context, samples, unique
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,9 +77,10 @@ def run_trigger(trigger: HealthcareOperationTrigger) -> dict:
     return asyncio.run(first())
 
 
-def deidentify(source: str, destination: str, **kwargs) -> DeidentifyDicomStoreOperator:
+def deidentify(source: str, destination: str, **kwargs) -> HealthcareDeidentifyDicomStoreOperator:
     kwargs.setdefault("config", BASIC)
-    return DeidentifyDicomStoreOperator(task_id="deidentify", source_store=source,
+    kwargs.setdefault("deferrable", True)
+    return HealthcareDeidentifyDicomStoreOperator(task_id="deidentify", source_store=source,
                                         destination_store=destination, poll_interval=0.05,
                                         **kwargs)
 
@@ -88,7 +90,7 @@ def test_deidentify_defers_then_returns_counts(hook, dataset, source) -> None:
     ti = TaskInstance("deidentify")
     operator = deidentify(source, destination)
     with pytest.raises(TaskDeferred) as deferred:
-        operator.execute({"ti": ti})
+        operator.execute(context(ti))
     trigger = deferred.value.trigger
     assert isinstance(trigger, HealthcareOperationTrigger)
     assert deferred.value.method_name == "execute_complete"
@@ -97,10 +99,11 @@ def test_deidentify_defers_then_returns_counts(hook, dataset, source) -> None:
     # Saved before deferring: the operation name and what the links need.
     assert ti.xcom[OPERATION_KEY] == name
     assert ti.xcom[HealthcareOperationLink.key] == {"endpoint": hook.api_endpoint, "name": name}
-    assert ti.xcom[DicomStoreLink.key] == {"endpoint": hook.api_endpoint, "name": destination}
+    assert ti.xcom[HealthcareDicomStoreLink.key] == {"endpoint": hook.api_endpoint,
+                                                     "name": destination}
 
     event = run_trigger(trigger)
-    result = operator.execute_complete({"ti": ti}, event)
+    result = operator.execute_complete(context(ti), event)
     assert result == {"operation": name, "success": 2, "failure": 0,
                       "destination": destination}
     assert json.loads(json.dumps(result)) == result  # XCom-safe
@@ -111,25 +114,25 @@ def test_config_from_a_json_file_and_non_deferrable_mode(hook, dataset, source) 
     destination = new_store(hook, dataset)
     config = str(REPO / "include" / "configs" / "deid" / "basic.json")
     result = deidentify(source, destination, config=config, deferrable=False).execute(
-        {"ti": TaskInstance("deidentify")})
+        context(TaskInstance("deidentify")))
     assert (result["success"], result["failure"]) == (2, 0)
     assert hook.count_instances(destination) == 2
 
 
 def test_failures_above_the_threshold_fail_with_the_counts(hook, dataset, source) -> None:
     destination = new_store(hook, dataset)
-    deidentify(source, destination, deferrable=False).execute({"ti": TaskInstance("deidentify")})
+    deidentify(source, destination, deferrable=False).execute(context(TaskInstance("deidentify")))
     # The same source again: every instance is already in the destination and fails.
     again = deidentify(source, destination, deferrable=False)
     with pytest.raises(AirflowFailException) as err:
-        again.execute({"ti": TaskInstance("deidentify")})
+        again.execute(context(TaskInstance("deidentify")))
     message = str(err.value)
     assert "2 of 2 instances failed (0 succeeded), more than max_failures=0" in message
     assert f"per-instance reasons: {hook.api_endpoint}/v1/{dataset}/operations/" in message
     assert message.endswith("/failures")
     # Tolerated when the threshold allows it (templated values arrive as strings).
     result = deidentify(source, destination, deferrable=False, max_failures="2").execute(
-        {"ti": TaskInstance("deidentify")})
+        context(TaskInstance("deidentify")))
     assert (result["success"], result["failure"]) == (0, 2)
 
 
@@ -140,7 +143,7 @@ def test_an_operation_error_fails_the_task_naming_it(hook, dataset, source) -> N
     with pytest.raises(AirflowException,
                        match=f"operation {dataset}/operations/7 failed: internal error: "
                              r"ValueError \(code 13\)"):
-        operator.execute_complete({"ti": TaskInstance("deidentify")}, event)
+        operator.execute_complete(context(TaskInstance("deidentify")), event)
 
 
 def test_a_retry_reattaches_instead_of_resubmitting(hook, dataset, source) -> None:
@@ -148,17 +151,17 @@ def test_a_retry_reattaches_instead_of_resubmitting(hook, dataset, source) -> No
     ti = TaskInstance("deidentify")
     before = len(hook.list_operations(dataset))
     with pytest.raises(TaskDeferred) as deferred:
-        deidentify(source, destination).execute({"ti": ti})
+        deidentify(source, destination).execute(context(ti))
     name = deferred.value.trigger.operation_name
     # That try is lost while deferred; the next one finds the saved operation name.
     ti.try_number = 2
-    result = deidentify(source, destination, deferrable=False).execute({"ti": ti})
+    result = deidentify(source, destination, deferrable=False).execute(context(ti))
     assert result["operation"] == name
     assert (result["success"], result["failure"]) == (2, 0)
     assert len(hook.list_operations(dataset)) == before + 1
     # A saved name the API does not know is dropped and a new operation submitted.
-    ti.xcom[OPERATION_KEY] = f"{dataset}/operations/404"
-    fresh = deidentify(source, new_store(hook, dataset), deferrable=False).execute({"ti": ti})
+    ti.task_state.set(OPERATION_KEY, f"{dataset}/operations/404")
+    fresh = deidentify(source, new_store(hook, dataset), deferrable=False).execute(context(ti))
     assert fresh["operation"] not in (name, f"{dataset}/operations/404")
     assert ti.xcom[OPERATION_KEY] == fresh["operation"]
     assert len(hook.list_operations(dataset)) == before + 2
@@ -168,11 +171,11 @@ def test_on_kill_cancels_the_running_operation(hook, dataset, source) -> None:
     """Operator (worker side) and trigger (deferred task) both ask the API to cancel."""
     operator = deidentify(source, new_store(hook, dataset))
     with pytest.raises(TaskDeferred) as deferred:
-        operator.execute({"ti": TaskInstance("deidentify")})
+        operator.execute(context(TaskInstance("deidentify")))
     operator.on_kill()
     first = hook.get_operation(deferred.value.trigger.operation_name)
     with pytest.raises(TaskDeferred) as deferred:
-        deidentify(source, new_store(hook, dataset)).execute({"ti": TaskInstance("deidentify")})
+        deidentify(source, new_store(hook, dataset)).execute(context(TaskInstance("deidentify")))
     trigger = deferred.value.trigger
     asyncio.run(trigger.on_kill())
     second = hook.get_operation(trigger.operation_name)
@@ -183,18 +186,18 @@ def test_on_kill_cancels_the_running_operation(hook, dataset, source) -> None:
 
 def test_export_to_a_bucket(hook, dataset, source, bucket) -> None:
     ti = TaskInstance("export")
-    operator = ExportDicomStoreOperator(task_id="export", store=source,
+    operator = HealthcareExportDicomStoreOperator(task_id="export", store=source,
                                         uri_prefix=f"gs://{bucket.name}/export",
-                                        poll_interval=0.05)
+                                        poll_interval=0.05, deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
-        operator.execute({"ti": ti})
-    result = operator.execute_complete({"ti": ti}, run_trigger(deferred.value.trigger))
+        operator.execute(context(ti))
+    result = operator.execute_complete(context(ti), run_trigger(deferred.value.trigger))
     assert result["success"] == hook.count_instances(source) == 2
     assert result["failure"] == 0
     assert result["uri_prefix"] == f"gs://{bucket.name}/export"
     objects = [b.name for b in bucket.list_blobs(prefix="export/")]
     assert len(objects) == 2 and all(o.endswith(".dcm") for o in objects)
-    assert ti.xcom[DicomStoreLink.key]["name"] == source
+    assert ti.xcom[HealthcareDicomStoreLink.key]["name"] == source
 
 
 def test_import_from_a_bucket_counts_a_non_dicom_file_as_a_failure(hook, dataset,
@@ -204,52 +207,53 @@ def test_import_from_a_bucket_counts_a_non_dicom_file_as_a_failure(hook, dataset
     bucket.blob("drop/notes.txt").upload_from_string(b"not a DICOM file")
     store = new_store(hook, dataset)
     ti = TaskInstance("import")
-    operator = ImportDicomStoreOperator(task_id="import", store=store,
+    operator = HealthcareImportDicomStoreOperator(task_id="import", store=store,
                                         uri=f"gs://{bucket.name}/drop/**", poll_interval=0.05,
-                                        max_failures=1)
+                                        max_failures=1, deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
-        operator.execute({"ti": ti})
-    result = operator.execute_complete({"ti": ti}, run_trigger(deferred.value.trigger))
+        operator.execute(context(ti))
+    result = operator.execute_complete(context(ti), run_trigger(deferred.value.trigger))
     assert (result["success"], result["failure"]) == (2, 1)
     assert hook.count_instances(store) == 2
-    assert ti.xcom[DicomStoreLink.key]["name"] == store
+    assert ti.xcom[HealthcareDicomStoreLink.key]["name"] == store
 
-    strict = ImportDicomStoreOperator(task_id="import", store=new_store(hook, dataset),
+    strict = HealthcareImportDicomStoreOperator(task_id="import", store=new_store(hook, dataset),
                                       uri=f"gs://{bucket.name}/drop/**", deferrable=False,
                                       poll_interval=0.05)
     with pytest.raises(AirflowFailException, match=r"1 of 3 instances failed"):
-        strict.execute({"ti": TaskInstance("import")})
+        strict.execute(context(TaskInstance("import")))
 
 
 def test_create_store_operator_is_idempotent(hook) -> None:
     dataset_id = unique("create")
     ti = TaskInstance("create")
-    by_parts = CreateDicomStoreOperator(task_id="create", location=LOCATION,
+    by_parts = HealthcareCreateDicomStoreOperator(task_id="create", location=LOCATION,
                                         dataset_id=dataset_id, store_id="out")
-    name = by_parts.execute({"ti": ti})
+    name = by_parts.execute(context(ti))
     assert name == f"projects/{PROJECT}/locations/{LOCATION}/datasets/{dataset_id}/dicomStores/out"
-    assert ti.xcom[DicomStoreLink.key] == {"endpoint": hook.api_endpoint, "name": name}
-    by_name = CreateDicomStoreOperator(
+    assert ti.xcom[HealthcareDicomStoreLink.key] == {"endpoint": hook.api_endpoint, "name": name}
+    by_name = HealthcareCreateDicomStoreOperator(
         task_id="create", dataset_name=name.split("/dicomStores/")[0], store_id="out")
-    assert by_name.execute({"ti": ti}) == name  # empty: reused
+    assert by_name.execute(context(ti)) == name  # empty: reused
     hook.dicomweb_client(name).store_instances(samples()[:1])
     with pytest.raises(AirflowException, match="holds 1 instances"):
-        by_name.execute({"ti": ti})
-    overwrite = CreateDicomStoreOperator(
+        by_name.execute(context(ti))
+    overwrite = HealthcareCreateDicomStoreOperator(
         task_id="create", dataset_name=name.split("/dicomStores/")[0], store_id="out",
         overwrite="True")  # as a template renders it
-    assert overwrite.execute({"ti": ti}) == name
+    assert overwrite.execute(context(ti)) == name
     assert hook.count_instances(name) == 0
     with pytest.raises(ValueError, match="dataset_name, or location and dataset_id"):
-        CreateDicomStoreOperator(task_id="bad", store_id="x")
+        HealthcareCreateDicomStoreOperator(task_id="bad", store_id="x")
 
 
 def test_delete_store_operator(hook, dataset) -> None:
     name = new_store(hook, dataset)
-    DeleteDicomStoreOperator(task_id="delete", store=name).execute({})
-    DeleteDicomStoreOperator(task_id="delete", store=name).execute({})  # missing_ok
+    HealthcareDeleteDicomStoreOperator(task_id="delete", store=name).execute({})
+    HealthcareDeleteDicomStoreOperator(task_id="delete", store=name).execute({})  # missing_ok
     with pytest.raises(HealthcareApiError, match="404"):
-        DeleteDicomStoreOperator(task_id="delete", store=name, missing_ok=False).execute({})
+        HealthcareDeleteDicomStoreOperator(task_id="delete", store=name,
+                                           missing_ok=False).execute({})
 
 
 def test_template_fields_render() -> None:
@@ -257,7 +261,7 @@ def test_template_fields_render() -> None:
                           "dst": "b", "profile": "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE",
                           "max_failures": 3, "overwrite": True, "bucket": "bk"},
                "run_id": "manual__1"}
-    deid = DeidentifyDicomStoreOperator(
+    deid = HealthcareDeidentifyDicomStoreOperator(
         task_id="d", source_store="{{ params.src }}",
         destination_store="{{ params.src.rsplit('/', 1)[0] }}/{{ params.dst }}",
         config={"dicom": {"filterProfile": "{{ params.profile }}"}},
@@ -269,13 +273,13 @@ def test_template_fields_render() -> None:
     assert deid.config == {"dicom": {"filterProfile": "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"}}
     assert deid.filter_uri == "gs://bk/manual__1.txt"
     assert deid.max_failures == "3" and deid.api_endpoint == "http://x"
-    export = ExportDicomStoreOperator(task_id="e", store="{{ params.src }}",
+    export = HealthcareExportDicomStoreOperator(task_id="e", store="{{ params.src }}",
                                       uri_prefix="gs://{{ params.bucket }}/{{ run_id }}",
                                       mime_type="{{ 'image/png' }}")
     export.render_template_fields(context)
     assert (export.store, export.uri_prefix, export.mime_type) == (
         context["params"]["src"], "gs://bk/manual__1", "image/png")
-    create = CreateDicomStoreOperator(task_id="c", dataset_name="{{ params.src[:-15] }}",
+    create = HealthcareCreateDicomStoreOperator(task_id="c", dataset_name="{{ params.src[:-15] }}",
                                       store_id="{{ params.dst }}",
                                       overwrite="{{ params.overwrite }}")
     create.render_template_fields(context)
@@ -312,7 +316,7 @@ def test_link_urls_and_plugin() -> None:
     assert operation_url("http://h:1", operation) == f"http://h:1/v1/{operation}"
     names = {link.name for link in DicomDeidPlugin.operator_extra_links}
     assert names == {"DICOM store", "Operation", "Run report"}
-    assert {link.name for link in DeidentifyDicomStoreOperator.operator_extra_links} == (
+    assert {link.name for link in HealthcareDeidentifyDicomStoreOperator.operator_extra_links} == (
         names - {"Run report"})  # the DAG adds that one to each of its tasks
     assert all(not link.operators for link in DicomDeidPlugin.operator_extra_links)
     assert [a["url_prefix"] for a in DicomDeidPlugin.fastapi_apps] == ["/dicom-deid"]
@@ -324,10 +328,10 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
-from dicom_deid_airflow.operators.healthcare import DeidentifyDicomStoreOperator
+from dicom_deid_airflow.operators.healthcare import HealthcareDeidentifyDicomStoreOperator
 
 
-class LostAfterTheTrigger(DeidentifyDicomStoreOperator):
+class LostAfterTheTrigger(HealthcareDeidentifyDicomStoreOperator):
     """Try 1 dies when it resumes after the trigger fired (a lost worker, say)."""
 
     def execute_complete(self, context, event):
@@ -339,7 +343,8 @@ class LostAfterTheTrigger(DeidentifyDicomStoreOperator):
 with DAG(dag_id={dag_id!r}, schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
     LostAfterTheTrigger(task_id="deidentify", source_store={source!r},
                         destination_store={destination!r}, config={config!r},
-                        poll_interval=0.1, retries=1, retry_delay=timedelta(0))
+                        poll_interval=0.1, retries=1, retry_delay=timedelta(0),
+                        deferrable=True)
 '''
 
 
@@ -397,7 +402,7 @@ def test_dag_retry_reattaches_through_task_state_store(hook, dataset, source, ai
                                      "destination": destination}
     assert xcoms[OPERATION_KEY] == name
     # The worker stored each link's URL; the API server reads it back like this.
-    assert xcoms["_link_DicomStoreLink"] == f"{hook.api_endpoint}/v1/{destination}"
+    assert xcoms["_link_HealthcareDicomStoreLink"] == f"{hook.api_endpoint}/v1/{destination}"
     assert xcoms["_link_HealthcareOperationLink"] == f"{hook.api_endpoint}/v1/{name}"
     task = SerializedDagModel.get_dag(dag_id).get_task("deidentify")
     assert task.get_extra_links(ti, "Operation") == f"{hook.api_endpoint}/v1/{name}"

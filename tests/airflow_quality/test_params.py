@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import jinja2
 import pytest
-from dicom_deid_airflow.pipeline import path_segment, run_slug, validate_params
+from dicom_deid_airflow.params import run_slug, validate_params
+from dicom_deid_airflow.report_paths import path_segment
 
 SOURCE = "projects/p/locations/l/datasets/d/dicomStores/source"
 GOOD = {"source_store": SOURCE, "destination_store_id": "{{ params.profile }}-{{ run_slug }}",

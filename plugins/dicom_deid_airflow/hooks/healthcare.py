@@ -39,11 +39,14 @@ import httplib2
 import requests
 from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
 from airflow.sdk.exceptions import AirflowException
+from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
+
+from dicom_deid.gcs import GcsUriError, parse_gs_uri
 
 if TYPE_CHECKING:
     from dicomweb_client.api import DICOMwebClient
@@ -158,6 +161,16 @@ class HealthcareApiError(AirflowException):
                                  getattr(exc.resp, "reason", "") or "")
 
 
+class MetricsNotReady(AirflowException):
+    """A store's metrics say it is empty while a search finds instances: they lag behind
+    writes. Count with ``HealthcareHook.count_instances_by_search`` instead."""
+
+    def __init__(self, store_name: str) -> None:
+        self.store_name = store_name
+        super().__init__(f"metrics of DICOM store {store_name} are not ready (they report "
+                         "0 instances while a search finds some)")
+
+
 class HealthcareHook(GoogleBaseHook):
     """Cloud Healthcare API v1 (datasets, DICOM stores, operations) and DICOMweb.
 
@@ -210,13 +223,26 @@ class HealthcareHook(GoogleBaseHook):
         return AnonymousCredentials(), self._get_field("project", None)
 
     def get_conn(self) -> Resource:
-        """The discovery client for Cloud Healthcare API v1 at ``api_endpoint`` (cached)."""
+        """The discovery client for Cloud Healthcare API v1 at ``api_endpoint`` (cached).
+
+        Built like the Google provider's discovery hooks: over GoogleBaseHook's
+        authorized HTTP (its ``airflow/<version>`` user agent, the hook's credentials,
+        anonymous ones for a non-Google endpoint) with its client options (the universe
+        domain, or the endpoint as an override).
+        """
         if self._conn is None:
             self._conn = build(
                 "healthcare", "v1", static_discovery=True, cache_discovery=False,
-                client_options={"api_endpoint": self.api_endpoint},
-                credentials=self.get_credentials())
+                http=self._authorize(), client_options=self._client_options())
         return self._conn
+
+    def _client_options(self) -> ClientOptions:
+        """The endpoint for another server; on Google, the provider's client options (a
+        universe domain applies unless an endpoint other than the default was asked for)."""
+        if not self.is_google:
+            return ClientOptions(api_endpoint=self.api_endpoint)
+        override = None if self.api_endpoint == DEFAULT_ENDPOINT else self.api_endpoint
+        return self.get_client_options(api_endpoint_override=override)
 
     def _datasets(self) -> Any:
         return self.get_conn().projects().locations().datasets()
@@ -300,11 +326,14 @@ class HealthcareHook(GoogleBaseHook):
         except HealthcareApiError as exc:
             if exc.code != 409:
                 raise
-        count = self.count_instances(name)
+        try:
+            count = self.count_instances(name)
+        except MetricsNotReady:
+            count = None
         if count == 0:
             self.log.info("DICOM store %s already exists and is empty; reusing it", name)
             return self.get_dicom_store(name)
-        held = f"{count} instances" if count > 0 else "instances (found by search)"
+        held = f"{count} instances" if count else "instances (found by search)"
         if not overwrite:
             raise AirflowException(
                 f"DICOM store {name} already exists and holds {held}; refusing to reuse a "
@@ -333,30 +362,54 @@ class HealthcareHook(GoogleBaseHook):
                              f"get metrics of DICOM store {name}")
 
     def count_instances(self, name: str) -> int:
-        """Instances in a store: the metrics' count, confirmed by a QIDO search when 0.
+        """Instances in a store, from ``getDICOMStoreMetrics``.
 
-        Returns -1 when the metrics say 0 but a search finds an instance (metrics can lag
-        behind writes): callers must then treat the store as non-empty.
+        Raises :class:`MetricsNotReady` when the metrics say 0 but a search finds an
+        instance: metrics lag behind writes (on Google for minutes), and a 0 then would
+        reuse a non-empty store or fail a gate that is fine. Callers that need the
+        number anyway count with :meth:`count_instances_by_search`.
         """
         count = int(self.get_store_metrics(name).get("instanceCount") or 0)
-        if count == 0 and self._search_finds_instance(name):
-            return -1
+        if count == 0 and self._search_instances(name, limit=1):
+            raise MetricsNotReady(name)
         return count
 
-    def _search_finds_instance(self, store_name: str) -> bool:
+    def count_instances_by_search(self, name: str, *, page: int = 5000) -> int:
+        """Instances in a store, counted with QIDO-RS page by page: slower than the
+        metrics, but never behind."""
+        total = 0
+        while True:
+            found = self._search_instances(name, limit=page, offset=total)
+            total += found
+            if found < page:
+                return total
+
+    def instance_count(self, name: str) -> int:
+        """The metrics' count, or a search's when the metrics are not ready."""
+        try:
+            return self.count_instances(name)
+        except MetricsNotReady:
+            self.log.info("Metrics of %s are not ready; counting instances by search", name)
+            return self.count_instances_by_search(name)
+
+    def _search_instances(self, store_name: str, *, limit: int, offset: int = 0) -> int:
+        """How many instances one QIDO page returns (204 No Content: none)."""
         action = f"search instances of DICOM store {store_name}"
+        params = {"limit": str(limit), "includefield": "00080018"}
+        if offset:
+            params["offset"] = str(offset)
         try:
             response = self.dicomweb_session().get(
-                f"{self.dicomweb_url(store_name)}/instances", params={"limit": "1"},
+                f"{self.dicomweb_url(store_name)}/instances", params=params,
                 headers={"Accept": "application/dicom+json"}, timeout=60)
         except requests.RequestException as exc:
             raise HealthcareApiError(action, message=type(exc).__name__) from exc
         if response.status_code == 204:
-            return False
+            return 0
         if response.status_code >= 400:
             raise HealthcareApiError.from_response(action, response.status_code,
                                                    response.content, response.reason)
-        return bool(response.json())
+        return len(response.json() or [])
 
     # -- long-running operations ------------------------------------------------------
 
@@ -371,9 +424,11 @@ class HealthcareHook(GoogleBaseHook):
         """
         body: dict[str, Any] = {"destinationStore": destination}
         if isinstance(config, str):
-            if not config.startswith("gs://"):
-                raise ValueError("config must be a DeidentifyConfig dict or a gs:// URI")
-            body["gcsConfigUri"] = config
+            try:
+                body["gcsConfigUri"] = str(parse_gs_uri(config, "config", require_name=True))
+            except GcsUriError:
+                raise ValueError("config must be a DeidentifyConfig dict or a gs:// URI "
+                                 "of one") from None
         else:
             body["config"] = config
         if filter_uri:

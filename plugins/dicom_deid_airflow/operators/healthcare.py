@@ -4,7 +4,8 @@ Create a store idempotently, import files from Cloud Storage, de-identify a stor
 another, export a store to Cloud Storage, delete a store. Import, de-identification and
 export are long-running operations:
 
-- **Deferrable** (the default): the operator submits the operation and defers to
+- **Deferrable** (``[operators] default_deferrable``, as in the Google provider; the
+  DAGs ask for it explicitly): the operator submits the operation and defers to
   :class:`~dicom_deid_airflow.triggers.healthcare.HealthcareOperationTrigger`, freeing the
   worker slot while the triggerer polls; ``execute_complete`` checks the outcome.
   ``deferrable=False`` polls in the worker and runs the same checks.
@@ -17,9 +18,7 @@ export are long-running operations:
   running operation (defer or poll again), or to its finished result (checked without
   waiting). An operation that ended with an error, or that the API no longer knows, is
   submitted anew. The saved name is dropped once a verdict is reached (success, or too
-  many failed instances), so clearing a finished task really runs it again. Where the
-  context has no ``task_state_store`` (a context built by hand), the name is read back
-  from this try's XCom instead.
+  many failed instances), so clearing a finished task really runs it again.
 - **Counts are checked.** An operation can succeed while instances failed:
   ``metadata.counter.failure`` above ``max_failures`` fails the task, with the counts and
   the operation's ``logsUrl`` (per-instance reasons) in the message, and without retries
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ResumableJobMixin
+from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from dicom_deid_airflow.hooks.healthcare import (
@@ -45,7 +45,7 @@ from dicom_deid_airflow.hooks.healthcare import (
     dataset_of,
     operation_event,
 )
-from dicom_deid_airflow.links import DicomStoreLink, HealthcareOperationLink
+from dicom_deid_airflow.links import HealthcareDicomStoreLink, HealthcareOperationLink
 from dicom_deid_airflow.triggers.healthcare import HealthcareOperationTrigger
 
 if TYPE_CHECKING:
@@ -100,28 +100,6 @@ def load_config(config: dict | str, search_dirs: Sequence[Path] = ()) -> dict | 
                            f"{', '.join(str(c.parent) for c in candidates) or 'nowhere'})")
 
 
-class _XComOperationState:
-    """Stand-in for ``task_state_store`` when the context has none: this try's XCom.
-
-    It survives a deferral but not a new try (Airflow clears XComs then), so it only
-    reattaches within one try. ``delete`` is a no-op: a task cannot delete its XCom.
-    """
-
-    def __init__(self, ti: Any, task_id: str) -> None:
-        self._ti = ti
-        self._task_id = task_id
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self._ti.xcom_pull(task_ids=self._task_id, key=key)
-        return default if value is None else value
-
-    def set(self, key: str, value: Any, **_: Any) -> None:
-        self._ti.xcom_push(key=key, value=value)
-
-    def delete(self, key: str) -> None:
-        pass
-
-
 class HealthcareBaseOperator(BaseOperator):
     """Connection settings shared by the Cloud Healthcare API operators.
 
@@ -150,7 +128,7 @@ class HealthcareBaseOperator(BaseOperator):
                               api_endpoint=self.api_endpoint)
 
 
-class CreateDicomStoreOperator(HealthcareBaseOperator):
+class HealthcareCreateDicomStoreOperator(HealthcareBaseOperator):
     """Create a DICOM store (and its dataset if needed); return the store's name.
 
     Idempotent: an existing dataset is reused, and so is an existing *empty* store. A
@@ -167,7 +145,7 @@ class CreateDicomStoreOperator(HealthcareBaseOperator):
     template_fields: Sequence[str] = (
         *HealthcareBaseOperator.template_fields, "store_id", "dataset_name", "project_id",
         "location", "dataset_id", "overwrite", "labels")
-    operator_extra_links = (DicomStoreLink(),)
+    operator_extra_links = (HealthcareDicomStoreLink(),)
 
     def __init__(self, *, store_id: str, dataset_name: str | None = None,
                  location: str | None = None, dataset_id: str | None = None,
@@ -195,11 +173,11 @@ class CreateDicomStoreOperator(HealthcareBaseOperator):
         store = hook.create_dicom_store(dataset, self.store_id,
                                         overwrite=_as_bool(self.overwrite, "overwrite"),
                                         labels=self.labels)
-        DicomStoreLink.persist(context, endpoint=hook.api_endpoint, name=store["name"])
+        HealthcareDicomStoreLink.persist(context, endpoint=hook.api_endpoint, name=store["name"])
         return store["name"]
 
 
-class DeleteDicomStoreOperator(HealthcareBaseOperator):
+class HealthcareDeleteDicomStoreOperator(HealthcareBaseOperator):
     """Delete a DICOM store and its instances.
 
     :param store: ``projects/P/locations/L/datasets/D/dicomStores/S``.
@@ -223,7 +201,8 @@ class HealthcareOperationOperator(ResumableJobMixin, HealthcareBaseOperator):
     Subclasses implement ``submit`` (start the operation, return its name), ``store_for_link``
     and ``summary``.
 
-    :param deferrable: free the worker slot while the operation runs (default).
+    :param deferrable: free the worker slot while the operation runs (default:
+        ``[operators] default_deferrable``).
     :param poll_interval: seconds between polls of ``operations.get``.
     :param max_failures: instances allowed to fail before the task fails (templated).
     :param durable: save the operation name in ``task_state_store`` so a retry reattaches
@@ -231,10 +210,13 @@ class HealthcareOperationOperator(ResumableJobMixin, HealthcareBaseOperator):
     """
 
     template_fields: Sequence[str] = (*HealthcareBaseOperator.template_fields, "max_failures")
-    operator_extra_links = (DicomStoreLink(), HealthcareOperationLink())
+    operator_extra_links = (HealthcareDicomStoreLink(), HealthcareOperationLink())
     external_id_key = OPERATION_KEY
 
-    def __init__(self, *, deferrable: bool = True, poll_interval: float = 10.0,
+    def __init__(self, *,
+                 deferrable: bool = conf.getboolean("operators", "default_deferrable",
+                                                    fallback=False),
+                 poll_interval: float = 10.0,
                  max_failures: int | str = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.deferrable = deferrable
@@ -258,9 +240,6 @@ class HealthcareOperationOperator(ResumableJobMixin, HealthcareBaseOperator):
     # -- flow -------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        if context.get("task_state_store") is None and context.get("ti") is not None:
-            context = {**context,  # type: ignore[assignment]
-                       "task_state_store": _XComOperationState(context["ti"], self.task_id)}
         return self.execute_resumable(context)
 
     def submit_job(self, context: Context) -> str:
@@ -318,7 +297,7 @@ class HealthcareOperationOperator(ResumableJobMixin, HealthcareBaseOperator):
         endpoint = self.hook.api_endpoint
         context["ti"].xcom_push(key=OPERATION_KEY, value=name)
         HealthcareOperationLink.persist(context, endpoint=endpoint, name=name)
-        DicomStoreLink.persist(context, endpoint=endpoint, name=self.store_for_link())
+        HealthcareDicomStoreLink.persist(context, endpoint=endpoint, name=self.store_for_link())
 
     def _forget(self, context: Context) -> None:
         """A verdict was reached: the next run of this task starts a new operation."""
@@ -363,10 +342,10 @@ class HealthcareOperationOperator(ResumableJobMixin, HealthcareBaseOperator):
                                  exc)
 
 
-class DeidentifyDicomStoreOperator(HealthcareOperationOperator):
+class HealthcareDeidentifyDicomStoreOperator(HealthcareOperationOperator):
     """De-identify a DICOM store into another with ``dicomStores.deidentify``.
 
-    The destination store must exist (current v1 API; see CreateDicomStoreOperator).
+    The destination store must exist (current v1 API; see HealthcareCreateDicomStoreOperator).
     Returns ``{"operation", "success", "failure", "destination"}``.
 
     :param source_store: ``projects/P/locations/L/datasets/D/dicomStores/S`` (templated).
@@ -412,7 +391,7 @@ class DeidentifyDicomStoreOperator(HealthcareOperationOperator):
                 "destination": self.destination_store}
 
 
-class ExportDicomStoreOperator(HealthcareOperationOperator):
+class HealthcareExportDicomStoreOperator(HealthcareOperationOperator):
     """Export a DICOM store to Cloud Storage with ``dicomStores.export``.
 
     Returns ``{"operation", "success", "failure", "store", "uri_prefix"}``.
@@ -446,7 +425,7 @@ class ExportDicomStoreOperator(HealthcareOperationOperator):
                 "store": self.store, "uri_prefix": self.uri_prefix}
 
 
-class ImportDicomStoreOperator(HealthcareOperationOperator):
+class HealthcareImportDicomStoreOperator(HealthcareOperationOperator):
     """Import DICOM files from Cloud Storage into a store with ``dicomStores.import``.
 
     How a source store gets filled from files a site dropped in a bucket. Files that are

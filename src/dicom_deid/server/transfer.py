@@ -11,9 +11,8 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from google.api_core import exceptions as gexc
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
 
+from ..gcs import GcsUriError, client, parse_gs_uri
 from . import errors, ingest, operations, pixels
 from .names import StoreName
 from .resources import store_pk
@@ -21,21 +20,16 @@ from .state import ServerState
 
 IMPORT_METHOD = "google.cloud.healthcare.v1.dicom.DicomService.ImportDicomData"
 EXPORT_METHOD = "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData"
-_GS = re.compile(r"gs://(?P<bucket>[a-z0-9][a-z0-9._\-]{1,221}[a-z0-9])(?:/(?P<path>.*))?")
 _UPLOAD_THREADS = 4
 
 
-def client() -> storage.Client:
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
-        return storage.Client(project="local", credentials=AnonymousCredentials())
-    return storage.Client()
-
-
 def split_uri(uri: str, what: str) -> tuple[str, str]:
-    m = _GS.fullmatch(uri or "")
-    if not m:
-        raise errors.invalid(f"{what} must be a gs://bucket/path URI")
-    return m["bucket"], m["path"] or ""
+    """Bucket and object path of a request's ``gs://`` URI; 400 naming ``what``."""
+    try:
+        location = parse_gs_uri(uri, what)
+    except GcsUriError as exc:
+        raise errors.invalid(str(exc)) from None
+    return location.bucket, location.name
 
 
 def _pattern(path: str) -> re.Pattern:

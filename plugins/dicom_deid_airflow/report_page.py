@@ -10,10 +10,8 @@ so no source pixel is ever fetched for the report, and it carries no PHI.
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +19,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 THUMB = 256
-
-
-def config_digest(config: dict) -> str:
-    """A short, stable fingerprint of a config (the same one the engine reports)."""
-    canonical = json.dumps(config or {}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def painted_boxes(image: np.ndarray) -> list[tuple[int, int, int, int]]:

@@ -1,0 +1,241 @@
+"""What the ``dicom_deidentify`` DAG's Python tasks do, kept out of ``dags/``.
+
+The DAG file only wires tasks; the work lives here so the triggerer, the workers and
+the tests import one package. Every step takes plain values (names, URIs, counts) and
+the :class:`RunRef` of its run (DAG id, run id, connection: passed in, never assumed, so
+a copied or renamed DAG writes its report where its Run report link looks), and returns
+a small dict meant for XCom: no DICOM data, no PHI, no secrets. Tables (verification
+sample, manifest) go to the run's report folder or beside the export; only their
+locations travel.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dicom_deid.api_schema import config_digest
+from dicom_deid.gcs import parse_gs_uri
+from dicom_deid_airflow.configs import SUITES
+from dicom_deid_airflow.hooks.healthcare import HealthcareHook
+from dicom_deid_airflow.manifest import build_manifest, list_exported_objects
+from dicom_deid_airflow.quality import counts_table, raise_if_failed, run_gate
+from dicom_deid_airflow.report_page import thumbnail, write_report
+from dicom_deid_airflow.report_paths import path_segment, reports_dir
+from dicom_deid_airflow.routing import (
+    ROUTES,
+    pixel_prone_modalities,
+    redacted_modalities,
+    route,
+    route_config,
+)
+from dicom_deid_airflow.storage import storage_client
+from dicom_deid_airflow.verification.run import read_verification_table, sample_and_verify
+
+#: Gates whose result files the run report lists, in the order they run.
+GATES = ("deidentified", "counts", "export")
+#: Operations whose counts the run report shows.
+OPERATION_TASKS = ("deidentify_pixel", "deidentify_metadata", "export")
+_THUMBNAILS = 6
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """The run a step works for: where its report goes and which connection it uses."""
+
+    dag_id: str
+    run_id: str
+    gcp_conn_id: str = "google_cloud_default"
+
+    @classmethod
+    def current(cls, gcp_conn_id: str = "google_cloud_default") -> RunRef:
+        """The run of the task that is executing (Airflow's task context)."""
+        from airflow.sdk import get_current_context
+
+        context = get_current_context()
+        return cls(context["dag"].dag_id, context["run_id"], gcp_conn_id)
+
+    @property
+    def report_dir(self) -> Path:
+        return reports_dir(self.dag_id, self.run_id)
+
+    def hook(self) -> HealthcareHook:
+        return HealthcareHook(gcp_conn_id=self.gcp_conn_id)
+
+
+def plan_routes(plan: dict, run: RunRef) -> dict:
+    """Search the source's series, split them by modality and write the filter files.
+
+    The filter files (``filterConfig.resourcePathsGcsUri``) go to the export bucket
+    under ``_dicom_deid/filters/`` - outside the export prefix's study folders - and
+    hold only UIDs, which the API needs. XCom gets, per route, its series count
+    (``series``), filter URI (``<route>_filter_uri``) and config (``<route>_config``):
+    flat keys, so that the DAG wires each into its operator as an XComArg.
+    """
+    web = run.hook().dicomweb_client(plan["source_store"])
+    rows = web.search_for_series(fields=["Modality"], get_remaining=True)
+    routes = route(rows, plan["study_uids"], pixel_prone_modalities())
+    bucket_name = parse_gs_uri(plan["export_prefix"], "export_prefix").bucket
+    bucket = storage_client(run.gcp_conn_id).bucket(bucket_name)
+    out: dict[str, Any] = {"series": {}}
+    for name in ROUTES:
+        paths = routes[name]
+        uri = None
+        if paths:
+            blob = bucket.blob(f"_dicom_deid/filters/{path_segment(run.run_id)}/{name}.txt")
+            blob.upload_from_string("\n".join(paths) + "\n", content_type="text/plain")
+            uri = f"gs://{bucket_name}/{blob.name}"
+        out["series"][name] = len(paths)
+        out[f"{name}_filter_uri"] = uri
+        out[f"{name}_config"] = route_config(plan["config"], pixel=name == "pixel")
+    return out
+
+
+def chosen_routes(routes: dict) -> list[str]:
+    """The de-identification tasks to run: one per route with series (the API refuses
+    an empty filter)."""
+    return [f"deidentify_{name}" for name in ROUTES if routes["series"][name]]
+
+
+def _date_shift(config: dict) -> bool:
+    text = config.get("text") or {}
+    items = list(text.get("transformations") or ()) + list(
+        text.get("additionalTransformations") or ())
+    return any("dateShiftConfig" in item for item in items)
+
+
+def verify(plan: dict, run: RunRef) -> dict:
+    """The verification sample (``verification.run.sample_and_verify``): counts in XCom,
+    the table in the run's report folder."""
+    hook = run.hook()
+    result = sample_and_verify(
+        hook.dicomweb_client(plan["source_store"]),
+        hook.dicomweb_client(plan["destination_store"]),
+        size=plan["sample_size"], seed=run.run_id,
+        pixel_redaction=redacted_modalities(plan["config"]),
+        date_shift=_date_shift(plan["config"]), out_dir=run.report_dir)
+    return result.to_dict()
+
+
+def failed_instances(outcomes: Iterable[dict | None]) -> int:
+    """Instances the de-identification operations failed, over the routes that ran (a
+    skipped route has no outcome)."""
+    return sum(int((outcome or {}).get("failure", 0)) for outcome in outcomes)
+
+
+def _source_instances(hook: HealthcareHook, plan: dict) -> int:
+    if not plan["study_uids"]:
+        return hook.instance_count(plan["source_store"])
+    web = hook.dicomweb_client(plan["source_store"])
+    return sum(len(web.search_for_instances(search_filters={"StudyInstanceUID": uid},
+                                            get_remaining=True))
+               for uid in plan["study_uids"])
+
+
+def gate_deidentified(plan: dict, verification: dict, outcomes: Iterable[dict | None],
+                      run: RunRef) -> dict:
+    """Gate 1: every sampled pair passed every check; gate 2: counts reconcile
+    (destination + failures = source). Both results are written before failing."""
+    hook = run.hook()
+    out = run.report_dir
+    sample = run_gate(SUITES / "deidentified.json",
+                      read_verification_table(Path(verification["table_path"])),
+                      name="deidentified", out_dir=out)
+    counts = run_gate(
+        SUITES / "counts.json",
+        counts_table(_source_instances(hook, plan),
+                     hook.instance_count(plan["destination_store"]),
+                     failed_instances(outcomes)),
+        name="counts", params={"max_failures": plan["max_failures"]}, out_dir=out)
+    results = [sample.to_dict(), counts.to_dict()]
+    (out / "gates-deidentified.json").write_text(json.dumps(results, indent=2))
+    raise_if_failed(sample)
+    raise_if_failed(counts)
+    return {"gates": [r["name"] for r in results], "passed": True}
+
+
+def gate_export(plan: dict, run: RunRef) -> dict:
+    """Objects under the export prefix = destination instances (frames, for PNG),
+    named study/series/instance, none empty."""
+    hook = run.hook()
+    objects = list_exported_objects(storage_client(run.gcp_conn_id), plan["export_prefix"])
+    suite = "export.json"
+    if plan["export_mime_type"] == "image/png":  # one image per frame
+        suite = "export-png.json"
+        rows = hook.dicomweb_client(plan["destination_store"]).search_for_instances(
+            fields=["NumberOfFrames"], get_remaining=True)
+        expected = sum(int((r.get("00280008", {}).get("Value") or [1])[0]) for r in rows)
+    else:
+        expected = hook.instance_count(plan["destination_store"])
+    result = run_gate(SUITES / suite, objects, name="export",
+                      params={"expected_count": expected}, out_dir=run.report_dir)
+    raise_if_failed(result)
+    return {"objects": int(len(objects)), "expected": expected}
+
+
+def write_manifest(plan: dict, run: RunRef) -> dict:
+    """The manifest beside the export (Parquet), as ``manifest.build_manifest`` writes it."""
+    result = build_manifest(run.hook().dicomweb_client(plan["destination_store"]),
+                            storage_client(run.gcp_conn_id), plan["export_prefix"])
+    return result.to_dict()
+
+
+def operation_counts(outcomes: dict[str, dict | None]) -> dict[str, int]:
+    """``{"<task> success": n, "<task> failure": n}`` for the operations that ran."""
+    counts: dict[str, int] = {}
+    for task_id, result in outcomes.items():
+        for key in ("success", "failure"):
+            if key in (result or {}):
+                counts[f"{task_id} {key}"] = int(result[key])
+    return counts
+
+
+def _gate_rows(out: Path) -> list[dict]:
+    gates: list[dict] = []
+    for name in GATES:  # the gates' result files
+        if (out / f"{name}.json").exists():
+            gate = json.loads((out / f"{name}.json").read_text())["gate"]
+            gates.append({"name": name, "success": gate["success"],
+                          "failed": [f"{f['expectation']}({f['column'] or ''})"
+                                     for f in gate["failed"]]})
+    return gates
+
+
+def _thumbnails(hook: HealthcareHook, plan: dict, table: Path) -> list[tuple[str, str]]:
+    """Up to six sampled destination frames, of pairs that passed verification (a failed
+    one may still show text), with their painted areas outlined."""
+    if not table.exists():
+        return []
+    web = hook.dicomweb_client(plan["destination_store"])
+    with table.open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("status") == "ok"][:_THUMBNAILS]
+    thumbs: list[tuple[str, str]] = []
+    for row in rows:
+        try:
+            [item] = web.search_for_instances(
+                search_filters={"SOPInstanceUID": row["dest_sop_uid"]})
+            png = web.retrieve_instance_rendered(
+                item["0020000D"]["Value"][0], item["0020000E"]["Value"][0],
+                row["dest_sop_uid"], media_types=("image/png",))
+            thumbs.append((f"{row.get('modality', '')} sample {row['sample_index']}: "
+                           f"{row.get('status', '')}", thumbnail(png)))
+        except Exception:  # a frame that does not render is left out, not fatal
+            continue
+    return thumbs
+
+
+def write_run_report(plan: dict, outcomes: dict[str, dict | None], run: RunRef) -> dict:
+    """The run's HTML report in its report folder: counts, config digest, gates and
+    sampled destination frames with their painted areas outlined."""
+    out = run.report_dir
+    gates = _gate_rows(out)
+    thumbs = _thumbnails(run.hook(), plan, out / "verification.csv")
+    counts = {"profile": plan["profile"], "config digest": config_digest(plan["config"]),
+              **operation_counts(outcomes)}
+    path = write_report(out / "report.html", title=f"{run.dag_id} {run.run_id}",
+                        counts=counts, gates=gates, thumbnails=thumbs)
+    return {"report": str(path), "thumbnails": len(thumbs), "gates": len(gates)}

@@ -1,0 +1,98 @@
+"""Cloud Storage locations: one ``gs://`` parser for the server and the Airflow side.
+
+The local server (import, export, filter files) and the Airflow tasks (export prefix,
+manifest, filter files, Vertex AI output) all take ``gs://`` URIs from users. They must
+agree on what a valid one is, or a URI the DAG accepts is refused by the API it calls
+(or the reverse). The rules are Cloud Storage's own bucket naming rules, so what passes
+here is a bucket Google could hold; the object part is checked for what Cloud Storage
+refuses (over 1024 bytes, CR or LF).
+
+Also here: the client the library uses, which talks to the emulator that
+``STORAGE_EMULATOR_HOST`` names without credentials (the local default), else to Cloud
+Storage with Application Default Credentials. The Airflow side builds its own client
+from its connection (``dicom_deid_airflow.storage``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+_BUCKET = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?")
+_IP = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+_MAX_OBJECT_BYTES = 1024
+
+
+class GcsUriError(ValueError):
+    """A ``gs://`` URI that Cloud Storage would not accept; says which rule, never
+    the URI (it may hold a user's folder names)."""
+
+
+@dataclass(frozen=True)
+class GcsUri:
+    """A bucket and an object name (or prefix, without a trailing slash when parsed as
+    a prefix)."""
+
+    bucket: str
+    name: str = ""
+
+    def __str__(self) -> str:
+        return f"gs://{self.bucket}/{self.name}" if self.name else f"gs://{self.bucket}"
+
+    def child(self, name: str) -> GcsUri:
+        """An object under this prefix."""
+        return GcsUri(self.bucket, f"{self.name}/{name}" if self.name else name)
+
+
+def bucket_problem(bucket: str) -> str | None:
+    """Why ``bucket`` is not a valid Cloud Storage bucket name, or None."""
+    dotted = "." in bucket
+    if not 3 <= len(bucket) <= (222 if dotted else 63):
+        return "the bucket name must be 3-63 characters (up to 222 with dots)"
+    if not _BUCKET.fullmatch(bucket):
+        return ("the bucket name may only hold lowercase letters, digits, - _ . and must "
+                "start and end with a letter or digit")
+    if dotted and (".." in bucket or any(len(part) > 63 for part in bucket.split("."))):
+        return "each dot-separated part of the bucket name must be 1-63 characters"
+    if _IP.fullmatch(bucket):
+        return "the bucket name must not be an IP address"
+    if bucket.startswith("goog"):
+        return "the bucket name must not start with 'goog'"
+    return None
+
+
+def parse_gs_uri(uri: object, what: str = "uri", *, prefix: bool = False,
+                 require_name: bool = False) -> GcsUri:
+    """``gs://bucket/a/b`` -> ``GcsUri("bucket", "a/b")``, or :class:`GcsUriError`
+    naming ``what`` (the field) and the rule broken.
+
+    ``prefix``: a folder, so trailing slashes are dropped; ``require_name``: an object
+    (or a non-empty prefix) must follow the bucket.
+    """
+    text = uri if isinstance(uri, str) else ""
+    if not text.startswith("gs://"):
+        raise GcsUriError(f"{what} must be a gs://bucket[/path] URI")
+    bucket, _, name = text[len("gs://"):].partition("/")
+    problem = bucket_problem(bucket)
+    if problem:
+        raise GcsUriError(f"{what}: {problem}")
+    if prefix:
+        name = name.rstrip("/")
+    if require_name and not name:
+        raise GcsUriError(f"{what} must name an object after the bucket (gs://bucket/path)")
+    if len(name.encode("utf-8")) > _MAX_OBJECT_BYTES or "\r" in name or "\n" in name:
+        raise GcsUriError(f"{what}: the object name must be at most 1024 bytes, "
+                          "without line breaks")
+    return GcsUri(bucket, name)
+
+
+def client(project: str = "local") -> storage.Client:
+    """The emulator ``STORAGE_EMULATOR_HOST`` names (anonymous), else Cloud Storage with
+    Application Default Credentials."""
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        return storage.Client(project=project, credentials=AnonymousCredentials())
+    return storage.Client()
