@@ -42,10 +42,10 @@ What is measured, and why this way:
   ``ru_maxrss``: Linux carries it over fork and exec, so every worker would report at
   least what the parent held when it started it (the parent holds the generated cine).
   The cine line compares 100 frames with one.
-* Where our time goes: decode (``pixels.decode``), grey (the 8-bit views detection
+* Where our time goes: decode (``pixels.decode.decode``), grey (the 8-bit views detection
   runs on: the frame, or for a cine the first frame and the temporal min/max), detect
   (``image_redaction.find_boxes``: text regions, and OCR of candidate lines for
-  SENSITIVE), paint + encode (``pixels.encode``); the rest of the call is reading, the
+  SENSITIVE), paint + encode (``pixels.encode.encode``); the rest of the call is reading, the
   header profile and writing. Timed separately, after the timed passes.
 * Coverage, so speeds are compared knowing what each tool found: strings whose true box
   lies fully inside the boxes a tool painted on frame 0, and strings it touched at all,
@@ -60,7 +60,9 @@ values as a deny list, ``fill="contrast"``), its AnalyzerEngine given the spaCy 
 model download needs GitHub), or a blank English pipeline (pattern recognizers and the
 header deny list only, no NER) when that is not installed -- the report says which. And
 a plain script of the kind people write: pytesseract ``image_to_data`` on every frame
-(default page segmentation), every word Tesseract returns painted black.
+(default page segmentation; the frame brought to 8-bit grey by the engine's
+``pixels.grey.array_grey8``: luma, 0.5-99.5 percentile stretch), every word Tesseract
+returns painted black.
 """
 
 from __future__ import annotations
@@ -146,25 +148,27 @@ def _ours_runner(mode: str):
 
 def _ours_split(data: bytes, plan) -> tuple[dict[str, float], list[list[int]]]:
     """The steps of ``image_redaction.redact_pixels`` timed one by one, and its boxes."""
-    from dicom_deid.engine import pixels
+    from dicom_deid.engine.identifiers import known_identifiers
     from dicom_deid.engine.image_redaction import _detection_grey, find_boxes
-    from dicom_deid.engine.profiles import known_identifiers
+    from dicom_deid.engine.pixels.decode import decode
+    from dicom_deid.engine.pixels.encode import encode
+    from dicom_deid.engine.pixels.fill import fill_value
     from dicom_deid.engine.reading import read
 
     ds = read(io.BytesIO(data))
     known = known_identifiers(ds)
     t0 = time.perf_counter()
-    frames = pixels.decode(ds)
+    frames = decode(ds)
     t1 = time.perf_counter()
     grey = _detection_grey(ds, frames)
     t2 = time.perf_counter()
     boxes = find_boxes(grey, plan.image, known)
     t3 = time.perf_counter()
     if boxes:
-        fill = pixels.fill_value(ds, frames)
+        fill = fill_value(ds, frames)
         for left, top, right, bottom in boxes:
             frames[:, top:bottom, left:right, :] = fill
-        pixels.encode(ds, frames)
+        encode(ds, frames)
     t4 = time.perf_counter()
     return ({"decode": t1 - t0, "grey": t2 - t1, "detect": t3 - t2, "paint+encode": t4 - t3},
             [list(b) for b in boxes])
@@ -212,12 +216,9 @@ def _tesseract_runner():
     import pytesseract
     from PIL import Image
 
-    def grey8(frame):
-        if frame.ndim == 3:
-            frame = frame @ np.array([0.299, 0.587, 0.114])
-        frame = frame.astype(np.float64)
-        low, high = frame.min(), frame.max()
-        return ((frame - low) * (255.0 / max(high - low, 1.0))).astype(np.uint8)
+    # The peers' venv has numpy and pydicom but not this project: grey comes from src/.
+    sys.path.insert(0, str(ROOT / "src"))
+    from dicom_deid.engine.pixels.grey import array_grey8
 
     def run(data: bytes) -> list[list[int]]:
         ds = pydicom.dcmread(io.BytesIO(data))
@@ -227,7 +228,7 @@ def _tesseract_runner():
         frames = arr if int(ds.get("NumberOfFrames") or 1) > 1 else arr[np.newaxis]
         boxes = []  # frame 0's: what the coverage column is about
         for n, frame in enumerate(frames):
-            words = pytesseract.image_to_data(Image.fromarray(grey8(frame)),
+            words = pytesseract.image_to_data(Image.fromarray(array_grey8(frame)),
                                               output_type=pytesseract.Output.DICT)
             for i, text in enumerate(words["text"]):
                 if text.strip() and float(words["conf"][i]) >= 0:

@@ -47,16 +47,18 @@ import pydicom
 from dicomweb_client.api import DICOMwebClient
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
-from googleapiclient.discovery import build
+from googleapiclient.discovery import Resource
 
 from dicom_deid.corpus import ct_corpus
 from dicom_deid.corpus.burned_instances import burned_instance
-from dicom_deid.testing import ServerProcess, StorageEmulator, free_port
+from dicom_deid.devstack import airflow_env, healthcare_client, local_stack, wait_for_operation
 
 REPO = Path(__file__).resolve().parents[1]
 PARENT = "projects/bench/locations/local"
 BUCKET = "bench-pipeline"
 BASIC = json.loads((REPO / "include" / "configs" / "deid" / "basic.json").read_text())
+#: Seconds one operation may take before the bench calls it stuck (--ct/--us scale it).
+OPERATION_TIMEOUT = 3600.0
 
 
 class PeakRss:
@@ -89,7 +91,7 @@ class PeakRss:
 
 def seed(url: str, n_ct: int, n_us: int) -> tuple[str, list[str], list[str]]:
     """A source store; returns its name and the series paths of each route."""
-    hc = _client(url)
+    hc = healthcare_client(url)
     datasets = hc.projects().locations().datasets()
     datasets.create(parent=PARENT, datasetId="bench", body={}).execute()
     dataset = f"{PARENT}/datasets/bench"
@@ -113,16 +115,10 @@ def seed(url: str, n_ct: int, n_us: int) -> tuple[str, list[str], list[str]]:
     return store, pixel, metadata
 
 
-def _client(url: str):  # noqa: ANN202
-    return build("healthcare", "v1", static_discovery=True, cache_discovery=False,
-                 client_options={"api_endpoint": url}, credentials=AnonymousCredentials())
-
-
-def _wait(hc, operation: dict) -> dict:  # noqa: ANN001
-    ops = hc.projects().locations().datasets().operations()
-    while not operation.get("done"):
-        time.sleep(0.2)
-        operation = ops.get(name=operation["name"]).execute()
+def _wait(hc: Resource, operation: dict) -> dict:
+    """The finished ``operation``, polled every 0.2 s; a failed one stops the bench."""
+    if not operation.get("done"):
+        operation = wait_for_operation(hc, operation["name"], OPERATION_TIMEOUT, interval=0.2)
     if operation.get("error"):
         raise RuntimeError(operation["error"])
     return operation
@@ -137,7 +133,7 @@ def direct(url: str, store: str, pixel: list[str], metadata: list[str], tag: str
         blob = bucket.blob(f"_filters/{tag}/{name}.txt")
         blob.upload_from_string("\n".join(paths) + "\n")
         filters[name] = f"gs://{BUCKET}/{blob.name}"
-    hc = _client(url)
+    hc = healthcare_client(url)
     stores = hc.projects().locations().datasets().dicomStores()
     dataset = store.rsplit("/dicomStores/", 1)[0]
     start = time.perf_counter()
@@ -195,16 +191,12 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         work = Path(tmp)
-        gcs = StorageEmulator(work / "gcs", free_port(), work / "gcs.log").start()
-        os.environ["STORAGE_EMULATOR_HOST"] = gcs.host
-        server = ServerProcess(work / "hc", free_port(), work / "server.log",
-                               env={"STORAGE_EMULATOR_HOST": gcs.host}).start()
-        try:
+        # local_stack sets STORAGE_EMULATOR_HOST for this process's GCS clients too.
+        with local_stack(work) as stack:
+            server, gcs = stack.server, stack.gcs
             storage.Client(project="bench",
                            credentials=AnonymousCredentials()).create_bucket(BUCKET)
             store, pixel, metadata = seed(server.url, args.ct, args.us)
-            from dicom_deid.up import airflow_env
-
             env = airflow_env(work / "airflow", server.url, gcs.host)
             env["DICOM_DEID_REPORTS"] = str(work / "reports")
             env["AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT"] = "120"
@@ -226,9 +218,6 @@ def main() -> int:
                       f"pipeline peak RSS {peak / 2**20:.0f} MiB", flush=True)
             server_peak = server_rss.stop()
             tasks = task_durations(work / "airflow")
-        finally:
-            server.stop()
-            gcs.stop()
 
     instances = args.ct + args.us
     d, p = statistics.median(direct_s), statistics.median(dag_s)

@@ -29,10 +29,11 @@ from pydicom.dataset import Dataset
 
 from dicom_deid.corpus.burned_instances import PHI_VALUES
 from dicom_deid.corpus.burned_text import TextRegion, text_image
+from dicom_deid.engine.identifiers import known_identifiers
 from dicom_deid.engine.image_redaction import find_boxes
-from dicom_deid.engine.ocr import find_text, to_grey8
+from dicom_deid.engine.ocr import find_text
+from dicom_deid.engine.pixels.grey import array_grey8
 from dicom_deid.engine.plan import ALL_TEXT, SENSITIVE_TEXT, ImagePlan
-from dicom_deid.engine.profiles import known_identifiers
 
 BACKGROUNDS = ("flat", "gradient", "noise", "speckle")
 
@@ -91,7 +92,7 @@ def main() -> None:
             kept += [not t for t, r in zip(touched, regions, strict=True) if not r.phi]
             if args.ocr:
                 words = [(b.left - 3, b.top - 3, b.right + 3, b.bottom + 3)
-                         for b in find_text(to_grey8(image))]
+                         for b in find_text(array_grey8(image))]
                 ocr_full += coverage(image.shape, words, regions)[0]
         row = (f"| {background} | {np.mean(full):.3f} ({len(full) - sum(full)} of {len(full)} "
                f"missed) | {np.mean(spurious):.2%} | "

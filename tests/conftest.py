@@ -1,7 +1,9 @@
 """Session fixtures: a real ``dicom-deid serve`` process and a Cloud Storage emulator.
 
 Tests talk to them only through real clients: the Google API discovery client,
-dicomweb-client, google-cloud-storage, plain HTTP where a raw body is the point.
+dicomweb-client, google-cloud-storage, plain HTTP where a raw body is the point. The
+stack, the client and operation polling are ``dicom_deid.devstack``'s, as the demo
+and the benches use them; the fixtures every test directory shares are here.
 """
 
 from __future__ import annotations
@@ -16,9 +18,16 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
-from googleapiclient.discovery import build
+from googleapiclient.discovery import Resource
 
-from dicom_deid.testing import ServerProcess, StorageEmulator, free_port
+from dicom_deid.devstack import (
+    LocalStack,
+    ServerProcess,
+    StorageEmulator,
+    healthcare_client,
+    local_stack,
+)
+from tests.helpers import PARENT, new_store, stores_api
 
 # Airflow reads its configuration once, at first import: give the whole test session
 # one throw-away AIRFLOW_HOME (with this checkout's dags/ and plugins/) before any
@@ -30,58 +39,53 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(_REPO / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(_REPO / "plugins"))
 
-PROJECT, LOCATION = "test-project", "us-central1"
-PARENT = f"projects/{PROJECT}/locations/{LOCATION}"
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The emulator and the server for the whole session (``STORAGE_EMULATOR_HOST`` set
+    in this process while it runs, so the tests' Cloud Storage clients see it)."""
+    with local_stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
-def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StorageEmulator]:
-    root = tmp_path_factory.mktemp("gcs")
-    emu = StorageEmulator(root / "data", free_port(), root / "emulator.log").start()
-    previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = emu.host
-    yield emu
-    emu.stop()
-    if previous is None:
-        os.environ.pop("STORAGE_EMULATOR_HOST", None)
-    else:
-        os.environ["STORAGE_EMULATOR_HOST"] = previous
+def gcs_emulator(stack: LocalStack) -> StorageEmulator:
+    return stack.gcs
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory,
-           gcs_emulator: StorageEmulator) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("server")
-    proc = ServerProcess(root / "data", free_port(), root / "server.log",
-                         env={"STORAGE_EMULATOR_HOST": gcs_emulator.host}).start()
-    yield proc
-    proc.stop()
-
-
-def healthcare_client(url: str):
-    return build("healthcare", "v1", static_discovery=True, cache_discovery=False,
-                 client_options={"api_endpoint": url}, credentials=AnonymousCredentials())
+def server(stack: LocalStack) -> ServerProcess:
+    return stack.server
 
 
 @pytest.fixture(scope="session")
-def healthcare(server: ServerProcess):
+def healthcare(server: ServerProcess) -> Resource:
     return healthcare_client(server.url)
 
 
 @pytest.fixture(scope="session")
-def dataset(healthcare) -> str:
+def dataset(healthcare: Resource) -> str:
     healthcare.projects().locations().datasets().create(
         parent=PARENT, datasetId="tests", body={}).execute()
     return f"{PARENT}/datasets/tests"
 
 
 @pytest.fixture
-def store(healthcare, dataset: str) -> str:
+def datasets(healthcare: Resource) -> Resource:
+    """``projects.locations.datasets`` of the session's discovery client."""
+    return healthcare.projects().locations().datasets()
+
+
+@pytest.fixture
+def stores(healthcare: Resource) -> Resource:
+    """``projects.locations.datasets.dicomStores`` of the session's discovery client."""
+    return stores_api(healthcare)
+
+
+@pytest.fixture
+def store(healthcare: Resource, dataset: str) -> str:
     """A new, empty DICOM store for one test."""
-    store_id = f"s-{uuid.uuid4().hex[:12]}"
-    healthcare.projects().locations().datasets().dicomStores().create(
-        parent=dataset, dicomStoreId=store_id, body={}).execute()
-    return f"{dataset}/dicomStores/{store_id}"
+    return new_store(healthcare, dataset)
 
 
 @pytest.fixture

@@ -1,23 +1,32 @@
-"""Small helpers shared by the API tests."""
+"""Small helpers shared by the tests that drive the local server through its clients.
+
+Starting the stack, building the discovery client and waiting for an operation are
+``dicom_deid.devstack``'s (the demo and the benches use the same); what is only the
+tests' lives here.
+"""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import requests
+from googleapiclient.discovery import Resource
+
+PROJECT, LOCATION = "test-project", "us-central1"
+PARENT = f"projects/{PROJECT}/locations/{LOCATION}"
 
 
-def wait_operation(healthcare, name: str, timeout: float = 120.0) -> dict:
-    """Poll ``operations.get`` until done, as a client of the real API would."""
-    ops = healthcare.projects().locations().datasets().operations()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        op = ops.get(name=name).execute()
-        if op.get("done"):
-            return op
-        time.sleep(0.1)
-    raise TimeoutError(f"operation {name} not done after {timeout}s")
+def stores_api(healthcare: Resource) -> Resource:
+    """``projects.locations.datasets.dicomStores`` of a discovery client."""
+    return healthcare.projects().locations().datasets().dicomStores()
+
+
+def new_store(healthcare: Resource, dataset: str, prefix: str = "s") -> str:
+    """A new, empty DICOM store ``<prefix>-<random>`` in ``dataset``; its name. Random
+    IDs, so tests sharing the session's dataset never meet each other's stores."""
+    store_id = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    stores_api(healthcare).create(parent=dataset, dicomStoreId=store_id, body={}).execute()
+    return f"{dataset}/dicomStores/{store_id}"
 
 
 def stow_raw(base_url: str, parts: list[bytes], content_types: list[str] | None = None,

@@ -9,23 +9,16 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from dicom_deid.devstack import healthcare_client
+
 PROJECT, LOCATION, DATASET = "bench", "local", "bench"
-
-
-def healthcare(url: str) -> object:
-    import google.auth.credentials
-    from googleapiclient.discovery import build
-
-    return build("healthcare", "v1", static_discovery=True, cache_discovery=False,
-                 client_options={"api_endpoint": url},
-                 credentials=google.auth.credentials.AnonymousCredentials())
 
 
 def create_store(url: str, store_id: str) -> str:
     """Dataset (once) and store through the Google discovery client, as users do."""
     from googleapiclient.errors import HttpError
 
-    datasets = healthcare(url).projects().locations().datasets()
+    datasets = healthcare_client(url).projects().locations().datasets()
     parent = f"projects/{PROJECT}/locations/{LOCATION}"
     dataset = f"{parent}/datasets/{DATASET}"
     try:
@@ -38,7 +31,7 @@ def create_store(url: str, store_id: str) -> str:
 
 
 def store_instance_count(url: str, store: str) -> int:
-    stores = healthcare(url).projects().locations().datasets().dicomStores()
+    stores = healthcare_client(url).projects().locations().datasets().dicomStores()
     return int(stores.getDICOMStoreMetrics(name=store).execute()["instanceCount"])
 
 

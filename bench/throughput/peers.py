@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from dicom_deid.testing import free_port, stop_process, wait_http
+from dicom_deid.devstack import free_port, stop_process, wait_http
 
 ORTHANC_PLUGIN_DIR = Path("/usr/share/orthanc/plugins")
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dicom_deid.corpus import CTInstance
-from dicom_deid.testing import ServerProcess
+from dicom_deid.devstack import ServerProcess
 from throughput.dicomweb_load import (
     instance_url,
     retrieve_curl,

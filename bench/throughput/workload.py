@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from dicom_deid.corpus import CTInstance
-from dicom_deid.testing import ServerProcess, free_port
+from dicom_deid.devstack import ServerProcess, free_port
 from throughput.dicomweb_load import (
     retrieval_phases,
     stow_dicomweb_client,

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .api_schema import config_digest
 from .engine.instance import DeidentifyError, deidentify_file
-from .engine.plan import Plan, build_plan, digest
+from .engine.plan import Plan, build_plan
 from .engine.reading import UnreadableInstance
 
 log = logging.getLogger("dicom_deid.batch")
@@ -136,7 +137,7 @@ def run(config: dict, src: Path, dst: Path, key: bytes, *, workers: int = 0,
     written = sum(r.ok for r in results)
     return {
         "profile": plan.profile,
-        "config_digest": digest(config),
+        "config_digest": config_digest(config),
         "counts": {"input": len(files), "written": written, "failed": len(failures)},
         "seconds": round(seconds, 3),
         "files_per_second": round(len(files) / seconds, 1) if seconds else None,

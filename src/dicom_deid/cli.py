@@ -32,7 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _deidentify(args: argparse.Namespace) -> int:
     from . import batch
-    from .engine.config_schema import ConfigError
+    from .api_schema import ConfigError
 
     src, dst = Path(args.src), Path(args.dst)
     if not src.is_dir():

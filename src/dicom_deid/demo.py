@@ -13,22 +13,19 @@ It prints what it did and exits non-zero if any step fails.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import pydicom
 from dicomweb_client.api import DICOMwebClient
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
-from googleapiclient.discovery import build
+from googleapiclient.discovery import Resource
 from pydicom.data import get_testdata_file
 
 from .corpus.burned_instances import burned_instance
-from .corpus.markers import marked_instance
-from .testing import ServerProcess, StorageEmulator, free_port
+from .devstack import airflow_env, healthcare_client, local_stack, seed_source, wait_for_operation
 
 # pydicom's bundled samples, one per kind of image the pipeline meets.
 SAMPLES = [
@@ -39,34 +36,17 @@ SAMPLES = [
 PARENT = "projects/demo/locations/local"
 CONFIG = Path(__file__).parents[2] / "include" / "configs" / "deid" / "basic.json"
 ULTRASOUND = CONFIG.with_name("ultrasound.json")
+#: Seconds any one operation may take: the demo's take seconds (OCR of burned-in frames
+#: the longest); well past that, an operation is stuck and the demo fails, not hangs.
+OPERATION_TIMEOUT = 600.0
 
 
-def _wait(hc: object, name: str) -> dict:
-    ops = hc.projects().locations().datasets().operations()
-    while True:
-        op = ops.get(name=name).execute()
-        if op.get("done"):
-            return op
-        time.sleep(0.2)
+def _wait(hc: Resource, name: str) -> dict:
+    """The finished operation ``name``, polled every 0.2 s."""
+    return wait_for_operation(hc, name, OPERATION_TIMEOUT, interval=0.2)
 
 
-def seed_source(url: str, store: str) -> int:
-    """A source store as the pipeline meets one: planted PHI in headers
-    (``corpus.markers``), names burned into ultrasound pixels
-    (``corpus.burned_instances``) and pydicom's CT and MR samples; over STOW-RS."""
-    instances = [marked_instance(seed=s).dataset for s in (1, 2)]
-    instances += [burned_instance(s, photometric="RGB").dataset for s in (3, 4)]
-    instances += [pydicom.dcmread(get_testdata_file(n)) for n in ("CT_small.dcm",
-                                                                  "MR_small.dcm")]
-    for number, ds in enumerate(instances[:4], start=1):
-        ds.InstanceNumber = number  # instances of a series differ; the corpus' twins do not
-    for ds in instances:
-        ds.preamble = getattr(ds, "preamble", None) or b"\0" * 128
-    result = DICOMwebClient(url=f"{url}/v1/{store}/dicomWeb").store_instances(instances)
-    return len(result.get("ReferencedSOPSequence", []))
-
-
-def _burned_in_text(hc: object, url: str, dataset: str) -> bool:
+def _burned_in_text(hc: Resource, url: str, dataset: str) -> bool:
     """Ultrasound-like instances with names burned into their pixels, through
     ultrasound.json (basic profile + REDACT_ALL_TEXT): every instance stored, marked
     BurnedInAnnotation=NO, and the share of drawn strings painted over."""
@@ -103,13 +83,11 @@ def _burned_in_text(hc: object, url: str, dataset: str) -> bool:
     return done == marked == len(cases) and painted >= total - 1
 
 
-def _pipeline(hc: object, url: str, gcs_host: str, dataset: str, workdir: Path) -> bool:
+def _pipeline(hc: Resource, url: str, gcs_host: str, dataset: str, workdir: Path) -> bool:
     """The Airflow DAGs end to end: ``airflow dags test`` (which runs the deferrable
     operators' triggers inline) of dicom_deidentify on a store with planted PHI, then
     the training handoff on the manifest it published."""
     import subprocess
-
-    from .up import airflow_env
 
     stores = hc.projects().locations().datasets().dicomStores()
     source = stores.create(parent=dataset, dicomStoreId="pipeline-source",
@@ -151,16 +129,12 @@ def _pipeline(hc: object, url: str, gcs_host: str, dataset: str, workdir: Path) 
 def run(workdir: Path) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    gcs_emu = StorageEmulator(workdir / "gcs", free_port(), workdir / "gcs.log").start()
-    os.environ["STORAGE_EMULATOR_HOST"] = gcs_emu.host  # this process's GCS client too
-    server = ServerProcess(workdir / "healthcare", free_port(), workdir / "server.log",
-                           env={"STORAGE_EMULATOR_HOST": gcs_emu.host}).start()
-    try:
+    # local_stack sets STORAGE_EMULATOR_HOST for this process's GCS client too.
+    with local_stack(workdir) as stack:
+        server, gcs_emu = stack.server, stack.gcs
         print(f"local Cloud Healthcare API at {server.url}/v1 (data in {server.data_dir})")
         print(f"Cloud Storage emulator at {gcs_emu.host}")
-        hc = build("healthcare", "v1", static_discovery=True, cache_discovery=False,
-                   client_options={"api_endpoint": server.url},
-                   credentials=AnonymousCredentials())
+        hc = healthcare_client(server.url)
         datasets = hc.projects().locations().datasets()
         stores = datasets.dicomStores()
         datasets.create(parent=PARENT, datasetId="demo", body={}).execute()
@@ -231,9 +205,6 @@ def run(workdir: Path) -> int:
               and pipeline_ok)
         print("demo " + ("succeeded" if ok else "FAILED: counts do not reconcile"))
         return 0 if ok else 1
-    finally:
-        server.stop()
-        gcs_emu.stop()
 
 
 def main() -> None:

@@ -11,20 +11,16 @@ subprocesses, hence the venv's ``bin/`` on ``PATH``.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
-from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
-from .testing import ServerProcess, StorageEmulator
+from .devstack import ROOT, airflow_env, healthcare_client, local_stack, seed_source
 
-ROOT = Path(__file__).resolve().parents[2]
 PARENT = "projects/demo/locations/local"
 SERVER_PORT, GCS_PORT = 8090, 9023
 BUCKET = "dicom-deid-export"
@@ -32,10 +28,7 @@ BUCKET = "dicom-deid-export"
 
 def seed(url: str) -> str:
     """A ``demo`` dataset with a ``source`` store holding planted PHI, once."""
-    from .demo import seed_source
-
-    hc = build("healthcare", "v1", static_discovery=True, cache_discovery=False,
-               client_options={"api_endpoint": url}, credentials=AnonymousCredentials())
+    hc = healthcare_client(url)
     datasets = hc.projects().locations().datasets()
     try:
         datasets.create(parent=PARENT, datasetId="demo", body={}).execute()
@@ -56,43 +49,22 @@ def seed(url: str) -> str:
     return store
 
 
-def airflow_env(home: Path, server_url: str, gcs_host: str) -> dict[str, str]:
-    """The environment every Airflow component gets."""
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps({
-            "conn_type": "google_cloud_platform",
-            "extra": {"api_endpoint": server_url, "project": "demo"}}),
-        "STORAGE_EMULATOR_HOST": gcs_host,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]),
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-    }
-
-
 def main() -> None:
     work = ROOT / ".airflow"
     work.mkdir(exist_ok=True)
-    gcs = StorageEmulator(work / "gcs", GCS_PORT, work / "gcs.log").start()
-    os.environ["STORAGE_EMULATOR_HOST"] = gcs.host
-    server = ServerProcess(work / "healthcare", SERVER_PORT, work / "server.log",
-                           env={"STORAGE_EMULATOR_HOST": gcs.host}).start()
-    try:
-        store = seed(server.url)
-        print(f"local Cloud Healthcare API: {server.url}/v1  (source store: {store})")
-        print(f"Cloud Storage emulator: {gcs.host}  (bucket gs://{BUCKET})")
-        print("Airflow UI: http://localhost:8080 (the admin password is printed below and "
-              "kept in .airflow/home/simple_auth_manager_passwords.json.generated)")
-        subprocess.run([str(Path(sys.executable).with_name("airflow")), "standalone"],
-                       env=airflow_env(work / "home", server.url, gcs.host), check=False)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        gcs.stop()
+    # local_stack sets STORAGE_EMULATOR_HOST for seed()'s Cloud Storage client too.
+    with local_stack(work, server_port=SERVER_PORT, gcs_port=GCS_PORT) as stack:
+        server, gcs = stack.server, stack.gcs
+        try:
+            store = seed(server.url)
+            print(f"local Cloud Healthcare API: {server.url}/v1  (source store: {store})")
+            print(f"Cloud Storage emulator: {gcs.host}  (bucket gs://{BUCKET})")
+            print("Airflow UI: http://localhost:8080 (the admin password is printed below and "
+                  "kept in .airflow/home/simple_auth_manager_passwords.json.generated)")
+            subprocess.run([str(Path(sys.executable).with_name("airflow")), "standalone"],
+                           env=airflow_env(work / "home", server.url, gcs.host), check=False)
+        except KeyboardInterrupt:
+            pass
 
 
 if __name__ == "__main__":

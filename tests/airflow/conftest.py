@@ -13,6 +13,9 @@ server or ``AIRFLOW__CORE__EXECUTION_API_SERVER_URL`` is needed for that; tasks 
 ``dag.test()`` resolve it the same way through the in-process execution API. The
 connection points at the session's local server (``server`` in tests/conftest.py), so an
 autouse session fixture sets it once the server's port is known, before any hook is built.
+
+``hook`` and ``dataset`` (a dataset of the test module's own, made through the hook) are
+what every module here starts from.
 """
 
 from __future__ import annotations
@@ -22,8 +25,13 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from dicom_deid_airflow.hooks.healthcare import HealthcareHook
 
 if "AIRFLOW_HOME" not in os.environ:
     _HOME = tempfile.mkdtemp(prefix="airflow-home-")
@@ -44,3 +52,20 @@ def google_cloud_default(server) -> str:
         "extra": {"api_endpoint": server.url, "project": PROJECT},
     })
     return server.url
+
+
+@pytest.fixture(scope="module")
+def hook() -> HealthcareHook:
+    """The hook on ``google_cloud_default``, one per test module."""
+    # Imported here, not at the top: Airflow must not load before the settings above.
+    from dicom_deid_airflow.hooks.healthcare import HealthcareHook
+
+    return HealthcareHook()
+
+
+@pytest.fixture(scope="module")
+def dataset(hook: HealthcareHook, request: pytest.FixtureRequest) -> str:
+    """A dataset for one test module, named after it (``hook-…`` for test_hook.py), so
+    the modules sharing the session's server never meet each other's stores."""
+    prefix = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    return hook.create_dataset(None, LOCATION, f"{prefix}-{uuid.uuid4().hex[:10]}")["name"]

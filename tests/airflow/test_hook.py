@@ -22,19 +22,9 @@ from dicom_deid_airflow.hooks.healthcare import (
 )
 from google.auth.credentials import AnonymousCredentials
 
-from dicom_deid.testing import ServerProcess, free_port
+from dicom_deid.devstack import ServerProcess, free_port
 from tests.airflow.conftest import LOCATION, PROJECT
 from tests.airflow.helpers import dataset_name, samples, unique
-
-
-@pytest.fixture(scope="module")
-def hook() -> HealthcareHook:
-    return HealthcareHook()
-
-
-@pytest.fixture(scope="module")
-def dataset(hook: HealthcareHook) -> str:
-    return hook.create_dataset(None, LOCATION, unique("hook"))["name"]
 
 
 def count_requests(hook: HealthcareHook) -> list[tuple[str, str]]:

@@ -45,16 +45,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def hook() -> HealthcareHook:
-    return HealthcareHook()
-
-
-@pytest.fixture(scope="module")
-def dataset(hook: HealthcareHook) -> str:
-    return hook.create_dataset(None, LOCATION, unique("operators"))["name"]
-
-
-@pytest.fixture(scope="module")
 def source(hook: HealthcareHook, dataset: str) -> str:
     """A store holding two pydicom samples (CT, MR)."""
     name = hook.create_dicom_store(dataset, unique("src"))["name"]

@@ -6,24 +6,12 @@ import asyncio
 import time
 from datetime import datetime
 
-import pytest
 from airflow.triggers.base import TriggerEvent
 from dicom_deid_airflow.hooks.healthcare import HealthcareHook
 from dicom_deid_airflow.triggers.healthcare import HealthcareOperationTrigger
 
 from dicom_deid.corpus.burned_instances import burned_instance
-from tests.airflow.conftest import LOCATION
 from tests.airflow.helpers import BASIC, samples, unique
-
-
-@pytest.fixture(scope="module")
-def hook() -> HealthcareHook:
-    return HealthcareHook()
-
-
-@pytest.fixture(scope="module")
-def dataset(hook: HealthcareHook) -> str:
-    return hook.create_dataset(None, LOCATION, unique("trigger"))["name"]
 
 
 def first_event(trigger: HealthcareOperationTrigger) -> tuple[TriggerEvent, int]:

@@ -17,12 +17,11 @@ closed socket and fail with BrokenPipeError.
 from __future__ import annotations
 
 import io
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from dicom_deid_airflow.verification import IDENTIFYING_ATTRIBUTES
+from dicom_deid_airflow.verification.checks import IDENTIFYING_ATTRIBUTES
 from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
@@ -30,8 +29,8 @@ from pydicom.dataset import Dataset
 
 from dicom_deid.corpus.burned_instances import PHI_VALUES, burned_instance
 from dicom_deid.corpus.markers import marked_instance
-from tests.conftest import healthcare_client
-from tests.helpers import stow_raw, wait_operation
+from dicom_deid.devstack import healthcare_client, wait_for_operation
+from tests.helpers import new_store, stores_api, stow_raw
 
 SUITES = Path(__file__).resolve().parents[2] / "include" / "configs" / "quality"
 BASIC = {"filterProfile": "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"}
@@ -47,22 +46,12 @@ MARKER_SEEDS = (21, 22)
 BURNED_SEED = 3
 
 
-def stores_api(healthcare):  # noqa: ANN201
-    return healthcare.projects().locations().datasets().dicomStores()
-
-
-def new_store(healthcare, dataset: str, prefix: str) -> str:
-    store_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    stores_api(healthcare).create(parent=dataset, dicomStoreId=store_id, body={}).execute()
-    return f"{dataset}/dicomStores/{store_id}"
-
-
 def deidentify(healthcare, dataset: str, source: str, config: dict, prefix: str) -> str:
     """Run dicomStores.deidentify into a new store and wait for it; the store's name."""
     dest = new_store(healthcare, dataset, prefix)
     op = stores_api(healthcare).deidentify(
         sourceStore=source, body={"destinationStore": dest, "config": config}).execute()
-    done = wait_operation(healthcare, op["name"])
+    done = wait_for_operation(healthcare, op["name"])
     assert "error" not in done, done
     assert not int(done["metadata"]["counter"].get("failure", 0)), done["metadata"]
     return dest

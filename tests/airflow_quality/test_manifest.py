@@ -14,8 +14,8 @@ from dicom_deid_airflow.quality import raise_if_failed, run_gate
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from dicom_deid.devstack import wait_for_operation
 from tests.airflow_quality.conftest import SUITES, Corpus, assert_no_phi, stores_api
-from tests.helpers import wait_operation
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def export(hc, store: str, uri_prefix: str, mime: str | None = None) -> None:
     if mime:
         destination["mimeType"] = mime
     op = stores_api(hc).export(name=store, body={"gcsDestination": destination}).execute()
-    done = wait_operation(hc, op["name"])
+    done = wait_for_operation(hc, op["name"])
     assert "error" not in done and not int(done["metadata"]["counter"].get("failure", 0))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dicom_deid_airflow.verification import CHECKS, read_verification_table, sop_digest
+from dicom_deid_airflow.verification.run import CHECKS, read_verification_table, sop_digest
 
 from dicom_deid.corpus.burned_instances import PHI_VALUES, burned_instance
 from dicom_deid.corpus.markers import marked_instance

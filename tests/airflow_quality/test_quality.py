@@ -18,7 +18,7 @@ from dicom_deid_airflow.quality import (
     raise_if_failed,
     run_gate,
 )
-from dicom_deid_airflow.verification import CHECKS, COLUMNS, read_verification_table
+from dicom_deid_airflow.verification.run import CHECKS, COLUMNS, read_verification_table
 
 from tests.airflow_quality.conftest import SUITES
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dicom_deid_airflow.verification import (
+from dicom_deid_airflow.verification.errors import VerificationError
+from dicom_deid_airflow.verification.run import (
     CHECKS,
     COLUMNS,
-    VerificationError,
     read_verification_table,
     sample_and_verify,
     sop_digest,

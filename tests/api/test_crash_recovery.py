@@ -25,9 +25,8 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from dicom_deid.testing import ServerProcess, free_port
-from tests.conftest import PARENT, healthcare_client
-from tests.helpers import stow_raw, wait_operation
+from dicom_deid.devstack import ServerProcess, free_port, healthcare_client, wait_for_operation
+from tests.helpers import PARENT, stow_raw
 
 THREADS = 3
 PER_REQUEST = 10
@@ -286,7 +285,7 @@ def test_sigkill_mid_upload_and_mid_operation(crash_server: ServerProcess, bucke
     )
     server.kill()
     server.start()
-    after = wait_operation(healthcare, op["name"], timeout=10)
+    after = wait_for_operation(healthcare, op["name"], timeout=10)
     assert after["done"] is True
     assert after["error"]["code"] == 10, after  # google.rpc.Code.ABORTED
     assert "response" not in after

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 from pathlib import Path
 
 import pytest
@@ -20,22 +19,13 @@ from pydicom.data import get_testdata_file
 
 from dicom_deid.corpus.burned_instances import PHI_VALUES, burned_instance
 from dicom_deid.corpus.markers import marked_instance
-from tests.helpers import retrieve_raw, stow_raw, wait_operation
+from dicom_deid.devstack import wait_for_operation
+from tests.helpers import new_store, retrieve_raw, stores_api, stow_raw
 
 METHOD = "google.cloud.healthcare.v1.dicom.DicomService.DeidentifyDicomStore"
 BASIC = {"dicom": {"filterProfile": "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"}}
 FILES = ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "examples_rgb_color.dcm",
          "waveform_ecg.dcm")
-
-
-def _stores(healthcare):  # noqa: ANN202
-    return healthcare.projects().locations().datasets().dicomStores()
-
-
-def new_store(healthcare, dataset: str) -> str:
-    store_id = f"d-{uuid.uuid4().hex[:12]}"
-    _stores(healthcare).create(parent=dataset, dicomStoreId=store_id, body={}).execute()
-    return f"{dataset}/dicomStores/{store_id}"
 
 
 @pytest.fixture
@@ -50,8 +40,8 @@ def source(server, store: str):  # noqa: ANN201
 
 
 def deidentify(healthcare, source: str, body: dict) -> dict:
-    op = _stores(healthcare).deidentify(sourceStore=source, body=body).execute()
-    return wait_operation(healthcare, op["name"])
+    op = stores_api(healthcare).deidentify(sourceStore=source, body=body).execute()
+    return wait_for_operation(healthcare, op["name"])
 
 
 def instances(server, store: str) -> list[dict]:
@@ -126,7 +116,7 @@ def test_bad_requests_name_the_field(healthcare, dataset: str, source, body: dic
     src, _ = source
     dest = new_store(healthcare, dataset)
     with pytest.raises(HttpError) as err:
-        _stores(healthcare).deidentify(sourceStore=src,
+        stores_api(healthcare).deidentify(sourceStore=src,
                                        body={"destinationStore": dest, **body}).execute()
     assert err.value.resp.status == status
     assert words in err.value.content.decode()
@@ -135,7 +125,7 @@ def test_bad_requests_name_the_field(healthcare, dataset: str, source, body: dic
 def test_missing_destination_is_not_found(healthcare, dataset: str, source) -> None:
     src, _ = source
     with pytest.raises(HttpError) as err:
-        _stores(healthcare).deidentify(sourceStore=src, body={
+        stores_api(healthcare).deidentify(sourceStore=src, body={
             "destinationStore": f"{dataset}/dicomStores/does-not-exist", "config": BASIC}
         ).execute()
     assert err.value.resp.status == 404

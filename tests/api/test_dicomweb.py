@@ -22,8 +22,9 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, generate_uid
 
+from dicom_deid.devstack import wait_for_operation
 from tests.api.dicom_factory import from_bytes, make_instance, to_bytes
-from tests.helpers import retrieve_raw, stow_raw, wait_operation
+from tests.helpers import retrieve_raw, stow_raw
 
 FAILED_SOP_SEQ = "00081198"
 REFERENCED_SOP_SEQ = "00081199"
@@ -79,11 +80,6 @@ def _stow_file(dicomweb, name: str, charset: bool = False) -> tuple[bytes, Datas
     r = stow_raw(dicomweb.base_url, [data])
     assert r.status_code == 200, (name, r.text)
     return data, dcmread(io.BytesIO(data))
-
-
-@pytest.fixture
-def stores(healthcare):
-    return healthcare.projects().locations().datasets().dicomStores()
 
 
 # -- STOW-RS ------------------------------------------------------------------------
@@ -869,7 +865,7 @@ def test_wado_invalid_uid_is_bad_request(dicomweb):
 def test_study_delete_then_not_found(healthcare, dicomweb, corpus):
     r = requests.delete(f"{dicomweb.base_url}/studies/{corpus.a}")
     assert r.status_code == 200
-    done = wait_operation(healthcare, r.json()["name"])
+    done = wait_for_operation(healthcare, r.json()["name"])
     assert done["done"] and "error" not in done
 
     with pytest.raises(requests.HTTPError) as info:

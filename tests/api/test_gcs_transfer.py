@@ -21,7 +21,8 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
 
-from tests.helpers import retrieve_raw, stow_raw, wait_operation
+from dicom_deid.devstack import wait_for_operation
+from tests.helpers import retrieve_raw, stow_raw
 
 IMPORT_METHOD = "google.cloud.healthcare.v1.dicom.DicomService.ImportDicomData"
 EXPORT_METHOD = "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData"
@@ -114,7 +115,7 @@ def test_import_wildcards(healthcare, dataset, store, dicomweb, server, import_b
     assert op["name"].startswith(f"{dataset}/operations/")
     assert op["metadata"]["apiMethodName"] == IMPORT_METHOD
 
-    done = wait_operation(healthcare, op["name"])
+    done = wait_for_operation(healthcare, op["name"])
     meta = check_finished(done, IMPORT_METHOD)
     assert "error" not in done, done
     assert done["response"]["@type"] == (
@@ -141,7 +142,7 @@ def test_import_wildcards(healthcare, dataset, store, dicomweb, server, import_b
 def test_import_missing_bucket_fails_the_operation(healthcare, store, dicomweb):
     uri = "gs://no-such-bucket-for-import/dir/*.dcm"
     op = stores(healthcare).import_(name=store, body={"gcsSource": {"uri": uri}}).execute()
-    done = wait_operation(healthcare, op["name"])
+    done = wait_for_operation(healthcare, op["name"])
     check_finished(done, IMPORT_METHOD)
     assert done["error"]["code"] == NOT_FOUND, done
     assert "response" not in done
@@ -197,7 +198,7 @@ def export(healthcare, store: str, uri_prefix: str, mime: str | None = None) -> 
         dest["mimeType"] = mime
     op = stores(healthcare).export(name=store, body={"gcsDestination": dest}).execute()
     assert op["metadata"]["apiMethodName"] == EXPORT_METHOD
-    return wait_operation(healthcare, op["name"])
+    return wait_for_operation(healthcare, op["name"])
 
 
 def check_export_done(done: dict, count: int) -> None:
@@ -292,7 +293,7 @@ def test_operations_listed_and_cancel_after_done_is_harmless(
     exp = export(healthcare, store, f"gs://{import_bucket.name}/ops")
     imp = stores(healthcare).import_(name=store, body={
         "gcsSource": {"uri": f"gs://{import_bucket.name}/dir/*.dcm"}}).execute()
-    imp = wait_operation(healthcare, imp["name"])
+    imp = wait_for_operation(healthcare, imp["name"])
     check_export_done(exp, len(export_store.instances))
     check_finished(imp, IMPORT_METHOD)
 

@@ -11,8 +11,9 @@ import uuid
 
 import requests
 
+from dicom_deid.devstack import wait_for_operation
 from tests.api.dicom_factory import make_instance, to_bytes
-from tests.helpers import stow_raw, wait_operation
+from tests.helpers import stow_raw
 
 
 def _marked(marker: str):
@@ -63,7 +64,7 @@ def test_marker_never_leaves_the_server(server, healthcare, store, bucket):
     stores = healthcare.projects().locations().datasets().dicomStores()
     op = stores.import_(name=store, body={"gcsSource": {
         "uri": f"gs://{bucket.name}/in/*.dcm"}}).execute()
-    op = wait_operation(healthcare, op["name"])
+    op = wait_for_operation(healthcare, op["name"])
     assert op["metadata"]["counter"]["failure"] == "2"
     failures = requests.get(op["metadata"]["logsUrl"])
     assert len(failures.json()["failures"]) == 2

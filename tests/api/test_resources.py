@@ -9,9 +9,9 @@ import pytest
 import requests
 from googleapiclient.errors import HttpError
 
+from dicom_deid.devstack import wait_for_operation
 from tests.api.dicom_factory import make_instance, to_bytes
-from tests.conftest import PARENT
-from tests.helpers import stow_raw, wait_operation
+from tests.helpers import PARENT, stow_raw
 
 
 def _id(prefix: str = "ds") -> str:
@@ -32,16 +32,6 @@ def _expect_error(request, status: int, grpc_status: str) -> dict:
     assert err["status"] == grpc_status
     assert err["message"]
     return err
-
-
-@pytest.fixture
-def datasets(healthcare):
-    return healthcare.projects().locations().datasets()
-
-
-@pytest.fixture
-def stores(datasets):
-    return datasets.dicomStores()
 
 
 @pytest.fixture
@@ -431,7 +421,7 @@ def test_study_delete_is_an_operation(server, healthcare, datasets, stores, stor
     assert op["metadata"]["apiMethodName"].endswith("DeleteStudy")
     assert op["metadata"]["createTime"]
 
-    done = wait_operation(healthcare, op["name"])
+    done = wait_for_operation(healthcare, op["name"])
     assert done["done"] is True
     assert "error" not in done
     assert done["response"] == {}
@@ -463,7 +453,7 @@ def test_study_delete_through_the_discovery_client(healthcare, stores, store, di
     op = stores.studies().delete(parent=store,
                                  dicomWebPath=f"studies/{inst.StudyInstanceUID}").execute()
     assert op["name"].startswith(f"{dataset}/operations/")
-    done = wait_operation(healthcare, op["name"])
+    done = wait_for_operation(healthcare, op["name"])
     assert done["done"] is True and done["response"] == {}
     assert done["metadata"]["counter"] == {"success": "1"}
     assert stores.getDICOMStoreMetrics(name=store).execute()["instanceCount"] == "0"
@@ -476,7 +466,7 @@ def test_series_delete_is_an_operation(healthcare, server, store, dicomweb):
     r = requests.delete(f"{server.url}/v1/{store}/dicomWeb/studies/{study}"
                         f"/series/{gone.SeriesInstanceUID}")
     assert r.status_code == 200
-    done = wait_operation(healthcare, r.json()["name"])
+    done = wait_for_operation(healthcare, r.json()["name"])
     assert done["metadata"]["apiMethodName"].endswith("DeleteSeries")
     assert done["metadata"]["counter"] == {"success": "1"}
     remaining = dicomweb.search_for_series(study)

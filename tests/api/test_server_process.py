@@ -9,8 +9,8 @@ import psutil
 import pytest
 import requests
 
-from dicom_deid.testing import ServerProcess, free_port
-from tests.conftest import PARENT, healthcare_client
+from dicom_deid.devstack import ServerProcess, free_port, healthcare_client
+from tests.helpers import PARENT
 
 
 @pytest.fixture

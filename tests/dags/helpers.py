@@ -9,7 +9,7 @@ from pathlib import Path
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from dicom_deid.up import airflow_env
+from dicom_deid.devstack import airflow_env
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 

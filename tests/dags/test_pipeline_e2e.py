@@ -15,7 +15,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -31,8 +30,9 @@ from pydicom.data import get_testdata_file
 
 from dicom_deid.corpus.burned_instances import PHI_VALUES, burned_instance
 from dicom_deid.corpus.markers import marked_instance
+from dicom_deid.devstack import free_port
 from tests.dags.helpers import AIRFLOW, migrated_airflow
-from tests.helpers import stow_raw
+from tests.helpers import PARENT, stow_raw
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "dicom-deid-e2e"
@@ -55,9 +55,8 @@ def source(healthcare, server) -> tuple[str, list]:  # noqa: ANN001
     """A store with planted PHI in headers and pixels; returns its name and the plants."""
     datasets = healthcare.projects().locations().datasets()
     dataset_id = f"e2e-{uuid.uuid4().hex[:8]}"
-    datasets.create(parent="projects/test-project/locations/us-central1",
-                    datasetId=dataset_id, body={}).execute()
-    dataset = f"projects/test-project/locations/us-central1/datasets/{dataset_id}"
+    datasets.create(parent=PARENT, datasetId=dataset_id, body={}).execute()
+    dataset = f"{PARENT}/datasets/{dataset_id}"
     store = datasets.dicomStores().create(parent=dataset, dicomStoreId="source",
                                           body={}).execute()["name"]
     marked = [marked_instance(seed=s) for s in (61, 62)]
@@ -159,19 +158,13 @@ def test_png_export_for_ml_is_gated_by_frame_count(airflow_env, source, healthca
     assert handoff.returncode == 0, handoff.stdout[-4000:] + handoff.stderr[-4000:]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def api_server(airflow_env, tmp_path_factory) -> Iterator[tuple[str, dict]]:  # noqa: ANN001
     """The Airflow API server on the runs' database, with a read-only (viewer) user."""
     home = tmp_path_factory.mktemp("api-server")
     password = uuid.uuid4().hex
     (home / "passwords.json").write_text(json.dumps({"oncall": password}))
-    port = _free_port()
+    port = free_port()
     env = {**airflow_env,
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "oncall:viewer",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),

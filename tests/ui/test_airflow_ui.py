@@ -3,7 +3,7 @@
 ``make up`` runs ``airflow standalone`` (SQLite) beside the local Cloud Healthcare API
 server and a Cloud Storage emulator, with a seeded source store. This module starts the
 same thing: the session's server and emulator (tests/conftest.py), ``dicom_deid.up.seed``
-and ``airflow standalone`` with ``dicom_deid.up.airflow_env``, on free ports and a
+and ``airflow standalone`` with ``dicom_deid.devstack.airflow_env``, on free ports and a
 throw-away ``AIRFLOW_HOME``. Then, in Debian's Chromium through Playwright, it signs in
 through the login form with the password standalone generated, checks that the DAG list
 shows both DAGs, and fills and submits the trigger form of ``dicom_deidentify``: the
@@ -36,8 +36,8 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from dicom_deid.testing import free_port
-from dicom_deid.up import airflow_env, seed
+from dicom_deid.devstack import airflow_env, free_port
+from dicom_deid.up import seed
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))

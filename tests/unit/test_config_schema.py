@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dicom_deid.engine.config_schema import ConfigError, validate
+from dicom_deid.api_schema import ConfigError, validate
 
 RESEARCH = {
     "dicom": {"filterProfile": "DEIDENTIFY_TAG_CONTENTS",

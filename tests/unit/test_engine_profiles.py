@@ -18,9 +18,9 @@ from dicom_deid import IMPLEMENTATION_CLASS_UID
 from dicom_deid.corpus.ct import ct_corpus
 from dicom_deid.corpus.markers import SAFE_PRIVATE, MarkedInstance, marked_instance
 from dicom_deid.engine.dates import shift_days
+from dicom_deid.engine.decisions import resolve, uid_tags
 from dicom_deid.engine.instance import deidentify_bytes
 from dicom_deid.engine.plan import build_plan
-from dicom_deid.engine.profiles import _resolve, uid_tags
 from dicom_deid.engine.uids import new_uid
 
 KEY = b"k" * 32
@@ -77,7 +77,7 @@ def test_basic_profile_applies_each_row_action(marked: MarkedInstance) -> None:
                 0x5000, 0x5002, 0x6000, 0x6002):
             continue
         tag = plant.path[0]
-        action = _resolve(plant.action, tag)
+        action = resolve(plant.action, tag)
         elem = ds.get(tag)
         where = f"{plant.path} {plant.action}"
         if action == "X":

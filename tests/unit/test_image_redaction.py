@@ -28,6 +28,7 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_color_lut, pack_bits, pixel_array
 from pydicom.uid import ExplicitVRLittleEndian
 
+from dicom_deid.api_schema import ConfigError
 from dicom_deid.corpus.burned_instances import (
     LOSSY,
     PHI_VALUES,
@@ -35,9 +36,10 @@ from dicom_deid.corpus.burned_instances import (
     BurnedInstance,
     burned_instance,
 )
-from dicom_deid.engine import image_redaction, ocr, pixels
-from dicom_deid.engine.config_schema import ConfigError
+from dicom_deid.engine import image_redaction, ocr
 from dicom_deid.engine.instance import DeidentifyError, deidentify_bytes
+from dicom_deid.engine.pixels.decode import decode
+from dicom_deid.engine.pixels.grey import to_grey8
 from dicom_deid.engine.plan import ALL_TEXT, ImagePlan, build_plan
 from dicom_deid.engine.reading import UnreadableInstance
 
@@ -104,7 +106,7 @@ def _codes(ds: Dataset) -> list[str]:
 def _painted_boxes(src: Dataset) -> list[tuple[int, int, int, int]]:
     """The boxes the engine paints for ``src`` under REDACT_ALL_TEXT (real finder)."""
     ds = _read(_bytes(src))
-    return image_redaction.find_boxes(pixels.to_grey8(ds, pixels.decode(ds)),
+    return image_redaction.find_boxes(to_grey8(ds, decode(ds)),
                                       ImagePlan(ALL_TEXT), {})
 
 
@@ -258,7 +260,7 @@ def test_cine_loop_is_painted_identically_on_every_frame(syntax, monkeypatch) ->
 
     # the detection count does not grow with frames: 100 frames, still three
     calls.clear()
-    stack = np.concatenate([pixels.to_grey8(src, pixels.decode(src))] * 4)[:100]
+    stack = np.concatenate([to_grey8(src, decode(src))] * 4)[:100]
     boxes_100 = image_redaction.find_boxes(stack, ImagePlan(ALL_TEXT), {})
     assert len(calls) == 3, calls
     calls.clear()
@@ -357,7 +359,7 @@ def page_reader(page_api):
     """What the independent reader sees on the first frame of a written instance."""
     def read(data: bytes) -> str:
         ds = _read(data)
-        grey = pixels.to_grey8(ds, pixels.decode(ds))[0]
+        grey = to_grey8(ds, decode(ds))[0]
         return _page_text(page_api, Image.fromarray(grey))
 
     return read

@@ -145,3 +145,49 @@ def test_the_airflow_side_uses_only_the_engines_client_api() -> None:
             for target in _external(name)
             if target in MODULES and _starts(target, ("dicom_deid.engine",))}
     assert used <= ENGINE_API_FOR_CLIENTS | {"dicom_deid.engine"}, used - ENGINE_API_FOR_CLIENTS
+
+
+def _reachable(start: str, graph: dict[str, set[str]]) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(graph[name])
+    return seen
+
+
+def test_the_engine_is_free_of_http_clients_transitively() -> None:
+    """What the engine imports of our own modules (``dicom_deid.api_schema``, say) must be
+    as free of HTTP client libraries as the engine itself."""
+    graph = _graph()
+    forbidden = ("requests", "httpx", "urllib3", "googleapiclient", "google.cloud",
+                 "dicomweb_client", "airflow", "fastapi")
+    broken = sorted(f"{start} -> {name} imports {target}"
+                    for start in MODULES if _starts(start, ("dicom_deid.engine",))
+                    for name in _reachable(start, graph)
+                    for target in _external(name) if _starts(target, forbidden))
+    assert broken == []
+
+
+def test_the_report_app_loads_only_what_it_serves() -> None:
+    """The API server imports the report app at its first request: beyond what the API
+    server has loaded already (Airflow's security dependencies, FastAPI), it must not
+    drag in the task bodies, yaml, Cloud Storage or the discovery client to find a
+    folder."""
+    import json
+    import subprocess
+
+    code = (
+        "import json, sys; sys.path.insert(0, 'plugins');"
+        "import airflow.api_fastapi.core_api.security, fastapi.responses;"
+        "before = set(sys.modules);"
+        "import dicom_deid_airflow.report_app;"
+        "print(json.dumps(sorted(set(sys.modules) - before)))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = {name for name in json.loads(done.stdout.strip().splitlines()[-1])
+              if not _starts(name, ("pydantic",))}  # FastAPI() builds its models lazily
+    assert loaded == {"dicom_deid_airflow", "dicom_deid_airflow.report_app",
+                      "dicom_deid_airflow.report_paths"}

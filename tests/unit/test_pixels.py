@@ -33,14 +33,11 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicom_deid.engine.pixels import (
-    PixelError,
-    decode,
-    encode,
-    fill_value,
-    photometric_after_decode,
-    to_grey8,
-)
+from dicom_deid.engine.pixels.decode import decode, decode_frame, photometric_after_decode
+from dicom_deid.engine.pixels.encode import encode
+from dicom_deid.engine.pixels.fill import fill_value
+from dicom_deid.engine.pixels.grey import array_grey8, frame_grey8, to_grey8
+from dicom_deid.engine.pixels.messages import PixelError
 
 # pydicom warns about oddities of some bundled files (JFIF markers, padding, ...).
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -396,3 +393,52 @@ def _synthetic(photometric: str, frames: np.ndarray, bits_stored: int | None = N
     ds.HighBit, ds.PixelRepresentation = ds.BitsStored - 1, int(frames.dtype.kind == "i")
     ds.PixelData = frames.astype(frames.dtype.newbyteorder("<")).tobytes()
     return ds
+
+
+def _multiframe_mono8() -> Dataset:
+    stack = np.stack([np.full((6, 8), 10 * k, np.uint8) + np.arange(8, dtype=np.uint8)
+                      for k in range(4)])
+    return _synthetic("MONOCHROME2", stack)
+
+
+@pytest.mark.parametrize("make", [_multiframe_mono8,
+                                  lambda: _read("SC_rgb_rle_2frame.dcm"),
+                                  lambda: _read("examples_ybr_color.dcm")],
+                         ids=["mono8", "rgb-rle", "ybr-jpeg"])
+def test_frame_grey8_is_that_frame_of_to_grey8(make) -> None:
+    ds = make()
+    everything = to_grey8(ds, decode(ds))
+    assert len(everything) > 1
+    for k in range(len(everything)):
+        one = frame_grey8(ds, k)
+        assert one.dtype == np.uint8 and one.ndim == 2
+        assert np.array_equal(one, everything[k]), k
+        assert decode_frame(ds, k).shape == (1, *decode(ds).shape[1:])
+    with pytest.raises(PixelError, match="out of range"):
+        frame_grey8(ds, len(everything))
+
+
+def test_frame_grey8_inverts_monochrome1() -> None:
+    ds = _multiframe_mono8()
+    bright = frame_grey8(ds, 2)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    assert np.array_equal(frame_grey8(ds, 2), 255 - bright)
+
+
+def test_array_grey8_stretches_inverts_and_takes_luma() -> None:
+    ramp = np.arange(1000, dtype=np.uint16).reshape(10, 100)
+    grey = array_grey8(ramp)
+    assert grey.dtype == np.uint8 and grey[0, 0] == 0 and grey[-1, -1] == 255
+    assert np.array_equal(array_grey8(ramp, "MONOCHROME1"), array_grey8(ramp.max() - ramp))
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[2:, :, 1] = 200  # green: luma 0.587 x 200
+    assert array_grey8(rgb)[0, 0] == 0 and array_grey8(rgb)[3, 3] == 255
+
+
+def test_encode_resets_a_cached_pixel_array() -> None:
+    ds = _multiframe_mono8()
+    assert int(ds.pixel_array.max()) > 0  # cached by pydicom
+    frames = decode(ds)
+    frames[:] = 0
+    encode(ds, frames)
+    assert int(ds.pixel_array.max()) == 0

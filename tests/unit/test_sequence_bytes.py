@@ -17,7 +17,7 @@ from pydicom.data import get_charset_files, get_testdata_files
 from dicom_deid.corpus.markers import marked_instance
 from dicom_deid.corpus.mr import iter_mr_corpus
 from dicom_deid.corpus.multiframe import iter_multiframe_corpus
-from dicom_deid.engine import profiles
+from dicom_deid.engine import raw_elements
 from dicom_deid.engine.instance import deidentify_bytes
 from dicom_deid.engine.plan import build_plan
 from dicom_deid.engine.reading import UnreadableInstance
@@ -53,7 +53,7 @@ def _both(data: bytes, config: dict, monkeypatch: pytest.MonkeyPatch):  # noqa: 
     except (UnreadableInstance, ValueError):
         return None
     with monkeypatch.context() as m:
-        m.setattr(profiles, "_rewrite_bytes", lambda *a: None)
+        m.setattr(raw_elements, "rewrite_bytes", lambda *a: None)
         slow, _ = deidentify_bytes(data, build_plan(config, b"k" * 32))
     return dcmread(io.BytesIO(fast)), dcmread(io.BytesIO(slow))
 
@@ -61,14 +61,14 @@ def _both(data: bytes, config: dict, monkeypatch: pytest.MonkeyPatch):  # noqa: 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_byte_path_equals_dataset_path(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     rewritten = []
-    real = profiles._rewrite_bytes
+    real = raw_elements.rewrite_bytes
 
     def counting(*args: object) -> object:
         out = real(*args)
         rewritten.append(out is not None)
         return out
 
-    monkeypatch.setattr(profiles, "_rewrite_bytes", counting)
+    monkeypatch.setattr(raw_elements, "rewrite_bytes", counting)
     compared = 0
     for data in INPUTS:
         pair = _both(data, CONFIGS[name], monkeypatch)

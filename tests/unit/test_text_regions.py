@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from dicom_deid.corpus.burned_text import text_image
-from dicom_deid.engine.ocr import find_text, to_grey8
+from dicom_deid.engine.ocr import find_text
+from dicom_deid.engine.pixels.grey import array_grey8
 from dicom_deid.engine.text_regions import text_boxes
 
 
@@ -56,5 +57,5 @@ def test_shape_finder_recall_floor(background: str) -> None:
 def test_ocr_reads_clear_text() -> None:
     image, regions = text_image(2, background="flat", strings=3, sizes=(28, 36),
                                 contrast=(150, 160))
-    words = " ".join(box.text for box in find_text(to_grey8(image)))
+    words = " ".join(box.text for box in find_text(array_grey8(image)))
     assert any(part in words for r in regions for part in r.text.split() if len(part) > 3)

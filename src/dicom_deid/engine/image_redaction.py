@@ -26,7 +26,11 @@ from __future__ import annotations
 import numpy as np
 from pydicom.dataset import Dataset
 
-from . import pixels
+from .pixels.decode import decode, photometric_after_decode
+from .pixels.encode import encode
+from .pixels.fill import fill_value
+from .pixels.grey import to_grey8
+from .pixels.messages import PixelError
 from .plan import ALL_TEXT, SENSITIVE_TEXT, ImagePlan
 from .sensitive_text import sensitive_boxes
 from .text_regions import Box, text_boxes
@@ -50,10 +54,10 @@ def _detection_grey(ds: Dataset, frames: np.ndarray) -> np.ndarray:
     three images are converted to grey whatever the frame count; palette indices are
     not ordered by brightness, so palette frames are converted first.
     """
-    if len(frames) <= 3 or pixels.photometric_after_decode(ds) == "PALETTE COLOR":
-        return pixels.to_grey8(ds, frames)
+    if len(frames) <= 3 or photometric_after_decode(ds) == "PALETTE COLOR":
+        return to_grey8(ds, frames)
     stack = np.stack([frames[0], frames.min(axis=0), frames.max(axis=0)])
-    return pixels.to_grey8(ds, stack)
+    return to_grey8(ds, stack)
 
 
 def _union(boxes: list[Box]) -> list[Box]:
@@ -82,25 +86,25 @@ def _drop_overlays(ds: Dataset) -> None:
 def redact_pixels(ds: Dataset, plan: ImagePlan, known: dict[str, str]) -> int:
     """Find and paint burned-in text in ``ds`` in place; the number of boxes painted.
 
-    Raises :class:`~.pixels.PixelError` when pixel data cannot be decoded or written:
+    Raises :class:`~.pixels.messages.PixelError` when pixel data cannot be decoded or written:
     an instance is never passed on unredacted as if it had been redacted.
     """
     if not plan.redacts:
         return 0
     if any(keyword in ds for keyword in _FLOAT_PIXELS):
-        raise pixels.PixelError("float pixel data cannot be searched for burned-in text")
+        raise PixelError("float pixel data cannot be searched for burned-in text")
     _drop_overlays(ds)
     if "IconImageSequence" in ds:  # a thumbnail of the same pixels, text included
         del ds.IconImageSequence
     if "PixelData" not in ds:
         return 0
-    frames = pixels.decode(ds)
+    frames = decode(ds)
     boxes = find_boxes(_detection_grey(ds, frames), plan, known)
     if boxes:
-        fill = pixels.fill_value(ds, frames)
+        fill = fill_value(ds, frames)
         for left, top, right, bottom in boxes:
             frames[:, top:bottom, left:right, :] = fill
-        pixels.encode(ds, frames)
+        encode(ds, frames)
     if plan.mode in (ALL_TEXT, SENSITIVE_TEXT):  # custom regexes alone leave other text
         ds.BurnedInAnnotation = "NO"
     return len(boxes)

@@ -25,8 +25,10 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from .. import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from . import identity, writing
 from .dates import shift_days
+from .decisions import Context
+from .filter_profile import apply_profile
+from .identifiers import known_identifiers
 from .plan import MINIMAL, TAG_CONTENTS, Plan
-from .profiles import Context, apply_profile, known_identifiers
 from .reading import UnreadableInstance, read, required_uids
 
 # pydicom logs (as well as warns) about odd values, quoting them: no value of an
@@ -71,15 +73,15 @@ def _temporal(plan: Plan, days: int | None) -> str:
 
 def _redact_pixels(ds: Dataset, plan: Plan) -> None:
     """Burned-in text, before the profile removes the values it is recognised by."""
-    from . import pixels
     from .image_redaction import redact_pixels
+    from .pixels.messages import PixelError
 
     if getattr(ds, "file_meta", None) is None:
         ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = _transfer_syntax(ds)
     try:
         redact_pixels(ds, plan.image, known_identifiers(ds))
-    except pixels.PixelError as exc:
+    except PixelError as exc:
         raise DeidentifyError(f"pixel data: {exc}") from None
 
 

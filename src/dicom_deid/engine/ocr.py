@@ -5,9 +5,9 @@ writes a PNG per call, which costs more than recognising a frame; tesserocr keep
 initialised engine per process. Its wheels bundle the Tesseract library; the English
 model comes from Debian's ``tesseract-ocr-eng`` (no download at run time).
 
-Pixels of any kind are first brought to 8-bit grey with the text's contrast
-stretched (MONOCHROME1 inverted, colour to luminance, 16-bit windowed by
-percentiles), since Tesseract expects a page-like 8-bit image.
+Tesseract expects a page-like 8-bit image: pixels of any kind are first brought to
+8-bit grey with the text's contrast stretched by :mod:`dicom_deid.engine.pixels.grey`
+(``array_grey8`` for a raw array, ``to_grey8``/``frame_grey8`` for a dataset).
 """
 
 from __future__ import annotations
@@ -60,21 +60,6 @@ def _api():  # noqa: ANN202 - tesserocr's type
                                       oem=tesserocr.OEM.LSTM_ONLY)
         _local.api = api
     return api
-
-
-def to_grey8(pixels: np.ndarray, photometric: str = "MONOCHROME2") -> np.ndarray:
-    """One frame as 8-bit grey with the 0.5-99.5 percentile range stretched to 0-255."""
-    frame = np.asarray(pixels)
-    if frame.ndim == 3:  # colour, samples last (pydicom's layout): ITU-R BT.601 luma
-        frame = frame[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114],
-                                                             dtype=np.float32)
-    frame = frame.astype(np.float32)
-    if photometric == "MONOCHROME1":
-        frame = frame.max() - frame
-    low, high = np.percentile(frame, (0.5, 99.5))
-    if high <= low:
-        high = low + 1
-    return np.clip((frame - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
 
 
 def find_text(grey: np.ndarray, min_confidence: float = 10.0) -> list[TextBox]:

@@ -21,14 +21,13 @@ Where the API's documentation leaves a choice open, the choice made here is:
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 from dataclasses import dataclass, field
 
 from pydicom.datadict import tag_for_keyword
 from pydicom.tag import Tag
 
-from .config_schema import ConfigError, validate
+from ..api_schema import ConfigError, validate
 
 KEEP_ALL = "KEEP_ALL_PROFILE"
 MINIMAL = "MINIMAL_KEEP_LIST_PROFILE"
@@ -233,11 +232,3 @@ def build_plan(config: dict | None, key: bytes, *, retain_safe_private: bool = F
         transformations=tuple(transformations),
         exclude=frozenset(text.get("excludeInfoTypes") or ()),
         options=tuple(options), image=image)
-
-
-def digest(config: dict | None) -> str:
-    """A short, stable fingerprint of a config, for reports (never the config's keys)."""
-    import json
-
-    canonical = json.dumps(config or {}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -24,6 +24,7 @@ import re
 import numpy as np
 
 from . import infotypes
+from .fuzzy import fuzzy_in
 from .ocr import read_line
 from .plan import CustomRegex
 from .text_regions import Box
@@ -48,27 +49,15 @@ def _alnum(text: str) -> str:
     return "".join(c for c in text.upper() if c.isalnum())
 
 
-def _near(needle: str, hay: str) -> bool:
-    """``needle`` occurs in ``hay`` within one edit (substitution, insertion or deletion:
-    OCR reads ``LI`` as ``U``) per six characters (Sellers' approximate matching)."""
-    allowed = max(1, len(needle) // 6)
-    previous = [0] * (len(hay) + 1)  # a match may start anywhere in hay
-    for i, char in enumerate(needle, 1):
-        current = [i] + [0] * len(hay)
-        for j, other in enumerate(hay, 1):
-            current[j] = min(previous[j - 1] + (char != other), previous[j] + 1,
-                             current[j - 1] + 1)
-        previous = current
-    return min(previous) <= allowed
-
-
 def is_sensitive(text: str, known: dict[str, str], regexes: tuple[CustomRegex, ...] = ()) -> bool:
     """Whether a line of text read from pixels identifies someone."""
     if infotypes.find(text, known) or any(r.matches(text) for r in regexes) or \
             _PARTIAL_DATE.search(text):
         return True
     flat = _alnum(text)
-    return any(_near(value, flat) for value in {_alnum(v) for v in known} if len(value) >= 4)
+    # one edit per six characters, at least one: OCR reads ``LI`` as ``U``
+    return any(fuzzy_in(value, flat, max(1, len(value) // 6))
+               for value in {_alnum(v) for v in known} if len(value) >= 4)
 
 
 def _token(word: str) -> str:

@@ -15,6 +15,7 @@ import struct
 from typing import BinaryIO
 
 from pydicom import dcmwrite
+from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomFileLike
@@ -23,6 +24,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 UNDEFINED = 0xFFFFFFFF
 PIXEL_DATA = 0x7FE00010
+SPECIFIC_CHARACTER_SET = 0x00080005
 LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV",
                       "UV"})
 _IMPLICIT = struct.Struct("<HHL")
@@ -60,8 +62,11 @@ def _raw_bytes(raw: RawDataElement, implicit: bool) -> bytes | None:
     return head + value if head else None
 
 
-def _write_dataset(fp: DicomFileLike, ds: Dataset, implicit: bool, compressed: bool) -> None:
-    encodings = ds._character_set
+def _write_dataset(fp: DicomFileLike, ds: Dataset, implicit: bool, compressed: bool,
+                   parent: str | list[str] = default_encoding) -> None:
+    # the dataset's own Specific Character Set, else the one it inherits (PS3.5 7.5.1)
+    encodings = (convert_encodings(ds.SpecificCharacterSet) if SPECIFIC_CHARACTER_SET in ds
+                 else parent)
     for tag in sorted(ds.keys()):
         item = ds.get_item(tag)
         if isinstance(item, RawDataElement):
@@ -71,7 +76,7 @@ def _write_dataset(fp: DicomFileLike, ds: Dataset, implicit: bool, compressed: b
                 continue
             item = ds[tag]
         if item.VR == "SQ":
-            _write_sequence(fp, item, implicit, compressed)
+            _write_sequence(fp, item, implicit, compressed, encodings)
             continue
         if tag == PIXEL_DATA:
             item.is_undefined_length = compressed
@@ -79,11 +84,11 @@ def _write_dataset(fp: DicomFileLike, ds: Dataset, implicit: bool, compressed: b
 
 
 def _write_sequence(fp: DicomFileLike, elem: DataElement, implicit: bool,
-                    compressed: bool) -> None:
+                    compressed: bool, encodings: str | list[str]) -> None:
     fp.write(header(int(elem.tag), "SQ", UNDEFINED, implicit))
     for item in elem.value or ():
         fp.write(_ITEM)
-        _write_dataset(fp, item, implicit, compressed)
+        _write_dataset(fp, item, implicit, compressed, encodings)
         fp.write(_ITEM_END)
     fp.write(_SEQUENCE_END)
 

@@ -82,6 +82,19 @@ def _base(request: Request) -> str:
     return base_url(request)
 
 
+CREATE_DATASET = "google.cloud.healthcare.v1.dataset.DatasetService.CreateDataset"
+
+
+def create_dataset(state: ServerState, name: DatasetName, body: dict) -> dict:
+    """``datasets.create`` as Google answers it: a long-running operation (already done
+    here) whose ``response`` is the dataset, so clients written against this server
+    wait for the operation as they must on Google. Composed here, in the HTTP layer,
+    because ``operations`` reads datasets from ``resources``: resources stays CRUD."""
+    dataset = resources.create_dataset(state, name, body)
+    return operations.finished(state, name, CREATE_DATASET,
+                               {"@type": resources.DATASET_TYPE, **dataset})
+
+
 #: ``CODE/N``: answer every Nth API request of each worker process with CODE.
 FAULTS_ENV = "DICOM_DEID_SERVER_FAULTS"
 _TRANSIENT = {429: "quota exceeded (injected)", 500: "internal error (injected)",
@@ -112,7 +125,7 @@ class Api:
     @route("POST", rf"{_LOC}/datasets")
     async def create_dataset(self, r: Request, a: list[str]) -> Response:
         name = dataset_name(a[0], a[1], r.query_params.get("datasetId"))
-        return await _sync(resources.create_dataset, self.state, name, await _body(r))
+        return await _sync(create_dataset, self.state, name, await _body(r))
 
     @route("GET", rf"{_LOC}/datasets")
     async def list_datasets(self, r: Request, a: list[str]) -> Response:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from google.api_core import exceptions as gexc
 
-from ..engine.config_schema import ConfigError, validate
+from ..api_schema import ConfigError, validate
 from ..engine.instance import DeidentifyError, deidentify_file
 from ..engine.plan import Plan, build_plan
 from ..engine.reading import UnreadableInstance

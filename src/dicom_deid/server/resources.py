@@ -21,14 +21,14 @@ def _dataset_json(row: object) -> dict:
     return body
 
 
+#: The ``@type`` of a Dataset inside an Operation's ``response``.
 DATASET_TYPE = "type.googleapis.com/google.cloud.healthcare.v1.dataset.Dataset"
-CREATE_DATASET = "google.cloud.healthcare.v1.dataset.DatasetService.CreateDataset"
 
 
 def create_dataset(state: ServerState, name: DatasetName, body: dict) -> dict:
-    """Like Google's, answers with a long-running operation (already done here) whose
-    ``response`` is the dataset: clients written against this server then wait for the
-    operation as they must on Google."""
+    """Insert the dataset; the new Dataset. Google answers ``datasets.create`` with a
+    long-running operation: the HTTP layer (``app``) wraps this in one, so that this
+    module stays plain CRUD that ``operations`` can read datasets from."""
     tz = body.get("timeZone") if isinstance(body, dict) else None
     with state.catalog.write() as db:
         if db.execute("SELECT 1 FROM datasets WHERE name=?", (str(name),)).fetchone():
@@ -37,10 +37,7 @@ def create_dataset(state: ServerState, name: DatasetName, body: dict) -> dict:
             "INSERT INTO datasets (name, parent, time_zone, create_time) VALUES (?,?,?,?)",
             (str(name), name.parent, tz, now()),
         )
-    from . import operations  # operations reads datasets from this module
-
-    dataset = get_dataset(state, name)
-    return operations.finished(state, name, CREATE_DATASET, {"@type": DATASET_TYPE, **dataset})
+    return get_dataset(state, name)
 
 
 def get_dataset(state: ServerState, name: DatasetName) -> dict:

@@ -1,0 +1,68 @@
+"""Changes made on elements still in their raw (undecoded) form.
+
+Most of an instance's changes are emptying, dummy values and new UIDs, and most of its
+sequences are cleaned element by element; doing both on the raw bytes skips pydicom's
+decoding and re-encoding (and lets the writer copy the result). Each function returns
+None when the element must go through pydicom instead.
+"""
+
+from __future__ import annotations
+
+from pydicom.dataelem import RawDataElement
+
+from .decisions import Context, decision, vr_of
+from .element_actions import DUMMY
+from .plan import BASIC, KEEP_ALL, MINIMAL, TAG_CONTENTS
+from .sequence_bytes import STRING_VRS, UNDEFINED, Fallback, SequenceRewriter
+
+
+def rewrite_bytes(raw: RawDataElement, ctx: Context, depth: int,
+                  strict: bool) -> RawDataElement | None:
+    """The sequence rewritten as bytes (see sequence_bytes), or None to use pydicom."""
+    plan = ctx.plan
+    if (plan.profile == TAG_CONTENTS or plan.retain_safe_private or not raw.is_little_endian
+            or raw.length == UNDEFINED or not raw.value):
+        return None
+    if ctx.rewriter is None:
+        ctx.rewriter = SequenceRewriter(
+            lambda t, d, s: decision(t, ctx, d, s), ctx.uid, DUMMY, ctx.days,
+            bool(raw.is_implicit_VR), plan.profile == KEEP_ALL, plan.keep, plan.remove,
+            plan.profile in (BASIC, MINIMAL))
+    if ctx.rewriter.implicit != bool(raw.is_implicit_VR):
+        return None
+    try:
+        value, _ = ctx.rewriter.sequence(memoryview(raw.value), depth + 1, strict)
+    except Fallback:
+        return None
+    return raw._replace(length=len(value), value=value)
+
+
+def raw_replacement(raw: RawDataElement, action: str, ctx: Context) -> RawDataElement | None:
+    """Empty, dummy or new-UID value built straight from the raw bytes, or None.
+
+    Only string VRs qualify, whose bytes do not depend on byte order; an empty value
+    has no bytes at all. ``raw`` itself is returned when nothing changes.
+    """
+    if raw.length == UNDEFINED:
+        return None
+    vr = vr_of(raw)
+    if action == "Z":
+        if not raw.value:
+            return raw
+        return raw._replace(length=0, value=b"")
+    if vr == "SQ":
+        return None
+    if not raw.value or vr not in STRING_VRS:
+        return None if raw.value else raw
+    if vr == "UI":
+        text = raw.value.decode("ascii", "replace").rstrip("\0 ")
+        new = "\\".join(ctx.uid(v.strip("\0 ")) if v.strip("\0 ") else ""
+                         for v in text.split("\\"))
+        data = new.encode("ascii")
+        data += b"\0" * (len(data) % 2)
+    elif action == "D" and vr in DUMMY:
+        data = DUMMY[vr].encode("ascii")
+        data += b" " * (len(data) % 2)
+    else:
+        return None
+    return raw._replace(length=len(data), value=data)
