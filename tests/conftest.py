@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from dicomweb_client.api import DICOMwebClient
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from googleapiclient.discovery import Resource
 
@@ -27,6 +26,7 @@ from dicom_deid.devstack import (
     healthcare_client,
     local_stack,
 )
+from dicom_deid.gcs import client as gcs_client
 from tests.helpers import PARENT, new_store, stores_api
 
 # Airflow reads its configuration once, at first import: give the whole test session
@@ -95,5 +95,5 @@ def dicomweb(server: ServerProcess, store: str) -> DICOMwebClient:
 
 @pytest.fixture
 def bucket(gcs_emulator: StorageEmulator) -> storage.Bucket:
-    gcs = storage.Client(project="local", credentials=AnonymousCredentials())
+    gcs = gcs_client("local")
     return gcs.create_bucket(f"b-{uuid.uuid4().hex[:12]}")

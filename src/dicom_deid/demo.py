@@ -19,13 +19,12 @@ from pathlib import Path
 
 import pydicom
 from dicomweb_client.api import DICOMwebClient
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
 from googleapiclient.discovery import Resource
 from pydicom.data import get_testdata_file
 
 from .corpus.burned_instances import burned_instance
 from .devstack import airflow_env, healthcare_client, local_stack, seed_source, wait_for_operation
+from .gcs import client as gcs_client
 
 # pydicom's bundled samples, one per kind of image the pipeline meets.
 SAMPLES = [
@@ -93,7 +92,7 @@ def _pipeline(hc: Resource, url: str, gcs_host: str, dataset: str, workdir: Path
     source = stores.create(parent=dataset, dicomStoreId="pipeline-source",
                            body={}).execute()["name"]
     seeded = seed_source(url, source)
-    gcs = storage.Client(project="demo", credentials=AnonymousCredentials())
+    gcs = gcs_client("demo")
     gcs.create_bucket("demo-pipeline")
     workdir = workdir.resolve()
     env = airflow_env(workdir / "airflow", url, gcs_host)
@@ -164,7 +163,7 @@ def run(workdir: Path) -> int:
             same += got.SOPInstanceUID == ds.SOPInstanceUID and got.PixelData == ds.PixelData
         print(f"retrieved {same} instances over WADO-RS with identical pixel data")
 
-        gcs = storage.Client(project="demo", credentials=AnonymousCredentials())
+        gcs = gcs_client("demo")
         gcs.create_bucket("demo-export")
         op = stores.export(name=source, body={"gcsDestination": {
             "uriPrefix": "gs://demo-export/source"}}).execute()

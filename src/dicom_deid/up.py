@@ -15,11 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
 from googleapiclient.errors import HttpError
 
 from .devstack import ROOT, airflow_env, healthcare_client, local_stack, seed_source
+from .gcs import client as gcs_client
 
 PARENT = "projects/demo/locations/local"
 SERVER_PORT, GCS_PORT = 8090, 9023
@@ -43,7 +42,7 @@ def seed(url: str) -> str:
     except HttpError as exc:
         if exc.resp.status != 409:
             raise
-    client = storage.Client(project="demo", credentials=AnonymousCredentials())
+    client = gcs_client("demo")
     if client.lookup_bucket(BUCKET) is None:
         client.create_bucket(BUCKET)
     return store

@@ -11,16 +11,16 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 from dicom_deid_airflow.manifest import MANIFEST_COLUMNS, build_manifest, list_exported_objects
 from dicom_deid_airflow.quality import raise_if_failed, run_gate
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from dicom_deid.devstack import wait_for_operation
+from dicom_deid.gcs import client as gcs_client
 from tests.airflow_quality.conftest import SUITES, Corpus, assert_no_phi, stores_api
 
 
 @pytest.fixture
 def gcs(gcs_emulator) -> storage.Client:
-    return storage.Client(project="local", credentials=AnonymousCredentials())
+    return gcs_client("local")
 
 
 def export(hc, store: str, uri_prefix: str, mime: str | None = None) -> None:

@@ -6,10 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
-
 from dicom_deid.devstack import airflow_env
+from dicom_deid.gcs import client as gcs_client
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
@@ -24,7 +22,7 @@ def migrated_airflow(home: Path, server_url: str, gcs_host: str, bucket: str) ->
     env.update({"AIRFLOW__CORE__UNIT_TEST_MODE": "False",  # tests/conftest.py sets it
                 "DICOM_DEID_REPORTS": str(home / "reports")})
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
-    client = storage.Client(project="test", credentials=AnonymousCredentials())
+    client = gcs_client("test")
     if client.lookup_bucket(bucket) is None:
         client.create_bucket(bucket)
     return env

@@ -24,13 +24,13 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from pydicom.data import get_testdata_file
 
 from dicom_deid.corpus.burned_instances import PHI_VALUES, burned_instance
 from dicom_deid.corpus.markers import marked_instance
 from dicom_deid.devstack import free_port
+from dicom_deid.gcs import client as gcs_client
 from tests.dags.helpers import AIRFLOW, migrated_airflow
 from tests.helpers import PARENT, stow_raw
 
@@ -92,7 +92,7 @@ def _everything_written(env: dict, run: subprocess.CompletedProcess) -> bytes:
 
 
 def _objects(prefix: str) -> list[storage.Blob]:
-    client = storage.Client(project="test", credentials=AnonymousCredentials())
+    client = gcs_client("test")
     return list(client.list_blobs(BUCKET, prefix=prefix))
 
 

@@ -38,10 +38,9 @@ from dicom_deid_airflow.vertex import (
     handoff_job,
     parse_config,
 )
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
 from PIL import Image
 
+from dicom_deid.gcs import client as gcs_client
 from tests.dags.helpers import AIRFLOW, migrated_airflow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -232,7 +231,7 @@ def airflow_env(tmp_path_factory, server, gcs_emulator) -> dict:  # noqa: ANN001
 def _export(prefix: str) -> str:
     """One exported PNG and its manifest (the columns ``manifest.build_manifest``
     writes, the ones the manifest gate requires filled); returns the manifest URI."""
-    bucket = storage.Client(project="test", credentials=AnonymousCredentials()).bucket(BUCKET)
+    bucket = gcs_client("test").bucket(BUCKET)
     png = io.BytesIO()
     Image.fromarray(np.arange(48, dtype=np.uint8).reshape(6, 8)).save(png, format="PNG")
     name = f"{prefix}/1.2.826.0.1/1.2.826.0.1.2/1.2.826.0.1.2.3.png"
@@ -284,7 +283,7 @@ def test_without_the_variable_the_vertex_task_is_skipped_and_the_run_succeeds(
     assert states == {
         "manifest_uri": "success", "gate_manifest": "success", "load_for_training": "success",
         "vertex_job_spec": "success", "vertex_training_job": "skipped"}
-    stats = storage.Client(project="test", credentials=AnonymousCredentials()).bucket(
+    stats = gcs_client("test").bucket(
         BUCKET).blob(f"{prefix}/dataset_stats.json").download_as_bytes()
     assert json.loads(stats)["loaded"] == 1
 
