@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := tesseract-ocr tesseract-ocr-eng dcmtk fonts-dejavu-core docker-compose chromium
+DEBIAN_PACKAGES := tesseract-ocr tesseract-ocr-eng dcmtk dicom3tools dcm2niix fonts-dejavu-core docker-compose chromium
 
 .PHONY: setup system-deps demo up test lint bench bench-server bench-deid bench-text bench-image bench-pipeline lock clean serve
 
@@ -23,7 +23,7 @@ system-deps:
 	fi
 
 # The venv is rebuilt from the lock whenever the lock or pyproject changes.
-$(STAMP): pyproject.toml requirements/lock.txt
+$(STAMP): pyproject.toml requirements/lock.txt requirements/overrides.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(UV) || { $(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip >/dev/null; \
 	  $(BIN)/python -m pip install -q --disable-pip-version-check "uv>=0.4,<1"; }
@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml requirements/lock.txt
 # Refresh the lock after changing dependency ranges in pyproject.toml.
 lock: $(STAMP)
 	$(UV) pip compile pyproject.toml --extra airflow --extra dev --python-version 3.11 \
-	  -o requirements/lock.txt
+	  --override requirements/overrides.txt -o requirements/lock.txt
 
 demo: setup
 	$(BIN)/python -m dicom_deid.demo
