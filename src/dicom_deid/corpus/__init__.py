@@ -1,4 +1,4 @@
-"""Synthetic DICOM corpora, made on the spot instead of shipped or downloaded.
+"""DICOM corpora: synthetic ones made on the spot, and the real files registry packages ship.
 
 Benchmarks and tests need many realistic instances, but real studies carry PHI and
 cannot be fetched here, so they are generated from a seed: the same seed gives the
