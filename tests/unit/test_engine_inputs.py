@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.data import get_charset_files, get_testdata_files
+from pydicom.data import get_testdata_file
 
 from dicom_deid import batch
+from dicom_deid.corpus import realworld
 
 PROFILES = ("KEEP_ALL_PROFILE", "MINIMAL_KEEP_LIST_PROFILE",
             "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE", "DEIDENTIFY_TAG_CONTENTS")
@@ -25,12 +26,12 @@ DCMDUMP = shutil.which("dcmdump")
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("inputs")
-    files = [Path(p) for p in get_testdata_files("*") + get_charset_files("*")]
+    files = [f.path for f in realworld.files(sources=("pydicom",))]
     for i, path in enumerate(sorted(files)):
         if path.is_file() and path.suffix not in (".py", ".pyc", ".json", ".txt", ".gz", ".bz2"):
             (root / f"{i:04d}-{path.name}").write_bytes(path.read_bytes())
     # Inputs made bad on purpose: truncated, empty, not DICOM at all.
-    ct = Path(get_testdata_files("CT_small.dcm")[0]).read_bytes()
+    ct = Path(get_testdata_file("CT_small.dcm")).read_bytes()
     (root / "bad-truncated.dcm").write_bytes(ct[: len(ct) // 2])
     (root / "bad-empty.dcm").write_bytes(b"")
     (root / "bad-text.dcm").write_bytes(b"not a dicom file\n" * 10)

@@ -491,7 +491,7 @@ def test_all_text_on_pydicom_files_is_decodable_or_a_pixel_error(pydicom_images)
                 continue
             except DeidentifyError as exc:
                 refused += 1
-                if not str(exc).startswith("pixel data:"):
+                if not str(exc).startswith(("pixel decode failed", "pixel encode failed")):
                     problems.append((name, str(exc)))
                 continue
             try:
@@ -558,7 +558,7 @@ def test_bad_pixel_data_is_refused_without_quoting_phi(make) -> None:
     with pytest.raises(DeidentifyError) as info:
         deidentify_bytes(make(), _plan("REDACT_ALL_TEXT", BASIC))
     message = str(info.value)
-    assert message.startswith("pixel data:"), message
+    assert message.startswith(("pixel decode failed", "pixel encode failed")), message
     quoted = [v for v in PHI_VALUES.values() if v in message or _alnum(v) in _alnum(message)]
     assert not quoted, message
 

@@ -8,12 +8,11 @@ paths must agree value for value on every input that both can handle.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.data import get_charset_files, get_testdata_files
 
+from dicom_deid.corpus import realworld
 from dicom_deid.corpus.markers import marked_instance
 from dicom_deid.corpus.mr import iter_mr_corpus
 from dicom_deid.corpus.multiframe import iter_multiframe_corpus
@@ -37,9 +36,9 @@ def _inputs() -> list[bytes]:
     data = [marked_instance(seed=31).to_bytes()]
     data += [i.data for i in iter_multiframe_corpus(2, seed=3)]
     data += [i.data for i in iter_mr_corpus(2, seed=3)]
-    for path in get_testdata_files("*") + get_charset_files("*"):
-        if Path(path).suffix in (".dcm", "") and Path(path).is_file():
-            data.append(Path(path).read_bytes())
+    for f in realworld.files():  # every real file the registry packages ship
+        if f.path.suffix in (".dcm", ""):
+            data.append(f.path.read_bytes())
     return data
 
 

@@ -95,14 +95,16 @@ def _extracted(archive: Path) -> list[Path]:
 
 
 def _pydicom() -> list[tuple[str, Path]]:
-    from pydicom.data import get_charset_files, get_testdata_files
-
+    # The wheel's folders, globbed: pydicom.data.get_testdata_files() also tries to
+    # download the files its online index lists (warning when it cannot).
     base = _package_dir("pydicom")
-    paths = sorted({Path(p) for p in get_testdata_files() + get_charset_files()
-                    if os.path.isfile(p)})
-    # Only files inside the wheel: get_testdata_files also lists pydicom-data's store.
-    return [(str(p.relative_to(base / "data")), p) for p in paths
-            if base is not None and base / "data" in p.parents]
+    if base is None:
+        return []
+    data = base / "data"
+    paths = sorted(p for folder in ("test_files", "charset_files")
+                   for p in (data / folder).rglob("*") if p.is_file()
+                   and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts)
+    return [(str(p.relative_to(data)), p) for p in paths]
 
 
 def _pydicom_data() -> list[tuple[str, Path]]:

@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from . import raw_elements
 from .decisions import Context, decision, vr_of
 from .element_actions import TEXT_VRS, change_value
+from .failures import PROFILE, ElementFailure
 from .plan import BASIC, KEEP_ALL, MINIMAL
 from .private_tags import remove_private
 
@@ -22,7 +23,8 @@ from .private_tags import remove_private
 def apply_profile(ds: Dataset, ctx: Context, depth: int = 0, strict: bool = False) -> bool:
     """Apply the plan's profile to ``ds`` in place, recursing into sequences.
 
-    Returns whether anything in ``ds`` changed.
+    Returns whether anything in ``ds`` changed. A failure raises
+    :class:`~.failures.ElementFailure` naming the element (a path inside sequences).
     """
     plan = ctx.plan
     private: list[int] = []
@@ -42,7 +44,12 @@ def apply_profile(ds: Dataset, ctx: Context, depth: int = 0, strict: bool = Fals
         if tag >> 16 & 1:
             private.append(tag)
             continue
-        changed |= _act(ds, tag, decision(tag, ctx, depth, strict), ctx, depth)
+        try:
+            changed |= _act(ds, tag, decision(tag, ctx, depth, strict), ctx, depth)
+        except ElementFailure as exc:
+            raise exc.inside(tag) from None
+        except Exception as exc:  # the kind of failure and where, never the data
+            raise ElementFailure(PROFILE, tag, exc) from None
     if private and plan.profile != KEEP_ALL:
         changed |= remove_private(ds, private, ctx)
     return changed

@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset
 from . import infotypes
 from .decisions import vr_of
 from .element_actions import strings
+from .failures import READING, ElementFailure
 from .sequence_bytes import STRING_VRS
 
 
@@ -29,7 +30,11 @@ KNOWN_KEYWORDS = _identifying_keywords()
 def known_identifiers(ds: Dataset) -> dict[str, str]:
     """The instance's own identifying values (upper-case) and their infoTypes."""
     known: dict[str, str] = {}
-    for elem in ds:
+    for tag in list(ds.keys()):
+        try:
+            elem = ds[tag]
+        except Exception as exc:  # a value pydicom cannot convert: name it, not its data
+            raise ElementFailure(READING, int(tag), exc) from None
         vr = vr_of(elem)
         if vr == "PN" and not elem.is_empty:
             for value in strings(elem):

@@ -5,7 +5,8 @@ in worker processes. It reads, applies the plan, marks the result, rebuilds the 
 meta and writes. The output keeps the input's transfer syntax so pixel data is
 copied byte for byte; a file with no meta is written with the encoding it was read
 in. Failures raise :class:`~.reading.UnreadableInstance` or
-:class:`DeidentifyError` with a message that never quotes a value of the file.
+:class:`DeidentifyError` with a message that names the step and the element
+(:mod:`.failures`) and never quotes a value of the file.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .. import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from . import identity, writing
 from .dates import shift_days
 from .decisions import Context
+from .failures import PIXEL_DECODE, PROFILE, WRITING, ElementFailure
 from .filter_profile import apply_profile
 from .identifiers import known_identifiers
 from .plan import MINIMAL, TAG_CONTENTS, Plan
@@ -79,10 +81,14 @@ def _redact_pixels(ds: Dataset, plan: Plan) -> None:
     if getattr(ds, "file_meta", None) is None:
         ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = _transfer_syntax(ds)
+    known = known_identifiers(ds)
     try:
-        redact_pixels(ds, plan.image, known_identifiers(ds))
+        redact_pixels(ds, plan.image, known)
     except PixelError as exc:
-        raise DeidentifyError(f"pixel data: {exc}") from None
+        raise DeidentifyError(f"{exc.step} failed at (7FE0,0010) PixelData: {exc}") from None
+    except Exception as exc:  # a codec's or OpenCV's own error: its kind, not its text
+        raise DeidentifyError(f"{PIXEL_DECODE} failed at (7FE0,0010) PixelData: "
+                              f"{type(exc).__name__}") from None
 
 
 def deidentify_dataset(ds: Dataset, plan: Plan) -> Dataset:
@@ -153,16 +159,19 @@ def _run(source: bytes | str | BinaryIO, plan: Plan, out: BinaryIO) -> Outcome:
         if isinstance(source, bytes):
             source = io.BytesIO(source)
         ds = read(source)
+        step = PROFILE
         try:
             deidentify_dataset(ds, plan)
+            step = WRITING
             start = out.tell()
             _write(ds, out)
             size = out.tell() - start
         except (UnreadableInstance, DeidentifyError):
             raise
-        except Exception as exc:  # report the kind of failure, never the data
-            raise DeidentifyError(
-                f"could not de-identify this instance ({type(exc).__name__})") from None
+        except ElementFailure as exc:
+            raise DeidentifyError(str(exc)) from None
+        except Exception as exc:  # report the step and the kind of failure, never the data
+            raise DeidentifyError(f"{step} failed ({type(exc).__name__})") from None
     return Outcome(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID),
                    str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID), size)
 

@@ -8,6 +8,7 @@ reason that names the problem and never quotes a value from the file.
 
 from __future__ import annotations
 
+import io
 import re
 from typing import BinaryIO
 
@@ -16,6 +17,9 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+
+from . import dataset_bytes
+from .failures import READING, tag_label
 
 UNDEFINED = 0xFFFFFFFF
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
@@ -40,7 +44,12 @@ def _is_sequence(elem: RawDataElement) -> bool:
 
 
 def complete(ds: Dataset) -> bool:
-    """True if no value is cut short, at any depth.
+    """True if no value is cut short, at any depth (:func:`truncated_at` says where)."""
+    return truncated_at(ds) is None
+
+
+def truncated_at(ds: Dataset) -> int | None:
+    """The tag of the first value cut short, at any depth, or None.
 
     pydicom reads a truncated file without complaint, returning short values; its
     raw elements keep the declared length, which is compared here. Undefined-length
@@ -49,14 +58,30 @@ def complete(ds: Dataset) -> bool:
     """
     for elem in ds.elements():
         if not isinstance(elem, RawDataElement):
-            if elem.VR == "SQ" and not all(complete(item) for item in elem.value):
-                return False
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    if truncated_at(item) is not None:
+                        return int(elem.tag)
             continue
         if elem.length != UNDEFINED and elem.value is not None and len(elem.value) < elem.length:
-            return False
+            return int(elem.tag)
         # A defined-length sequence whose value is whole cannot have lost bytes inside
         # (a file is cut at its end); its items are parsed when they are de-identified.
-    return True
+    return None
+
+
+_TAG_IN_MESSAGE = re.compile(r"\(([0-9A-Fa-f]{4}), ?([0-9A-Fa-f]{4})\)")
+
+
+def _where(exc: Exception) -> str:
+    """`` at (gggg,eeee) Keyword`` when pydicom's message names the element's tag.
+
+    Only the tag is taken from the message (the rest may quote a value).
+    """
+    match = _TAG_IN_MESSAGE.search(str(exc))
+    if match is None:
+        return ""
+    return f" at {tag_label(int(match.group(1) + match.group(2), 16))}"
 
 
 def _looks_like_dicom(head: bytes) -> bool:
@@ -90,19 +115,67 @@ def _read(source: BinaryIO, force: bool) -> Dataset:
     if not _looks_like_dicom(head):
         raise UnreadableInstance(
             "not DICOM: no 128-byte preamble and 'DICM' prefix, nor a bare dataset")
+    data = source.read()
     try:
-        ds = dcmread(source, force=force)
-        if not complete(ds):
-            raise UnreadableInstance("truncated: a value is shorter than its length")
+        ds, whole = _parse(data, force)
+        if not whole:
+            ds = _repaired(data, ds, force)
+        cut = truncated_at(ds)
+        if cut is not None:
+            raise UnreadableInstance(f"truncated: {tag_label(cut)} is shorter than its "
+                                     "length")
     except InvalidDicomError:
         raise UnreadableInstance(
             "not a DICOM Part 10 file: no 128-byte preamble and 'DICM' prefix") from None
     except UnreadableInstance:
         raise
     except Exception as exc:  # pydicom raises many types; report the kind, not the data
-        raise UnreadableInstance(f"unreadable DICOM data ({type(exc).__name__})") from None
+        raise UnreadableInstance(f"{READING} failed{_where(exc)} ({type(exc).__name__})") \
+            from None
     if len(ds) == 0:
         raise UnreadableInstance("no DICOM data elements could be read")
+    return ds
+
+
+def _parse(data: bytes, force: bool) -> tuple[Dataset, bool]:
+    """pydicom's reading, and whether it took in the whole top level.
+
+    It did not when it stopped before the end (at a stray item delimiter, or an
+    element it could not parse), read nothing, or kept an item or delimiter element
+    as if it were an attribute.
+    """
+    buf = io.BytesIO(data)
+    ds = dcmread(buf, force=force)
+    meta = getattr(ds, "file_meta", None)
+    transfer_syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    stopped = buf.tell() + 8 <= len(data) and transfer_syntax != dataset_bytes.DEFLATED
+    return ds, not (stopped or _has_stray(ds) or len(ds) == 0)
+
+
+def _has_stray(ds: Dataset) -> bool:
+    tags = ds.keys()  # not `in ds`: iterating a Dataset converts every element
+    return any(int(tag) >> 16 == 0xFFFE for tag in tags)
+
+
+def _repaired(data: bytes, ds: Dataset, force: bool) -> Dataset:
+    """``ds`` read again from bytes whose top level :mod:`.dataset_bytes` repaired."""
+    meta = getattr(ds, "file_meta", None)
+    transfer_syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    little = ds.original_encoding[1] is not False
+    try:
+        fixed, repairs = dataset_bytes.repair(data, transfer_syntax and str(transfer_syntax),
+                                              little)
+    except dataset_bytes.BadElement as exc:
+        raise UnreadableInstance(f"reading failed at {exc}") from None
+    if not repairs:
+        if _has_stray(ds):
+            raise UnreadableInstance("reading failed: an item or delimiter element is "
+                                     "at the top level of the dataset")
+        return ds
+    ds, whole = _parse(fixed, force)
+    if not whole:
+        raise UnreadableInstance(f"reading failed after repair ({repairs.describe()})")
+    ds.read_repairs = repairs.describe()  # for the caller's log: tags only, no values
     return ds
 
 

@@ -22,6 +22,8 @@ from pydicom.filebase import DicomFileLike
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from .failures import WRITING, ElementFailure
+
 UNDEFINED = 0xFFFFFFFF
 PIXEL_DATA = 0x7FE00010
 SPECIFIC_CHARACTER_SET = 0x00080005
@@ -68,19 +70,29 @@ def _write_dataset(fp: DicomFileLike, ds: Dataset, implicit: bool, compressed: b
     encodings = (convert_encodings(ds.SpecificCharacterSet) if SPECIFIC_CHARACTER_SET in ds
                  else parent)
     for tag in sorted(ds.keys()):
-        item = ds.get_item(tag)
-        if isinstance(item, RawDataElement):
-            copied = _raw_bytes(item, implicit)
-            if copied is not None:
-                fp.write(copied)
-                continue
-            item = ds[tag]
-        if item.VR == "SQ":
-            _write_sequence(fp, item, implicit, compressed, encodings)
-            continue
-        if tag == PIXEL_DATA:
-            item.is_undefined_length = compressed
-        write_data_element(fp, item, encodings)
+        try:
+            _write_element(fp, ds, tag, implicit, compressed, encodings)
+        except ElementFailure as exc:
+            raise exc.inside(int(tag)) from None
+        except Exception as exc:  # which element, and the kind of failure; no value
+            raise ElementFailure(WRITING, int(tag), exc) from None
+
+
+def _write_element(fp: DicomFileLike, ds: Dataset, tag: int, implicit: bool,
+                   compressed: bool, encodings: str | list[str]) -> None:
+    item = ds.get_item(tag)
+    if isinstance(item, RawDataElement):
+        copied = _raw_bytes(item, implicit)
+        if copied is not None:
+            fp.write(copied)
+            return
+        item = ds[tag]
+    if item.VR == "SQ":
+        _write_sequence(fp, item, implicit, compressed, encodings)
+        return
+    if tag == PIXEL_DATA:
+        item.is_undefined_length = compressed
+    write_data_element(fp, item, encodings)
 
 
 def _write_sequence(fp: DicomFileLike, elem: DataElement, implicit: bool,

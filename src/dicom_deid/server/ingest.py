@@ -12,10 +12,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
-
-from ..engine.reading import REQUIRED_UIDS, complete, valid_uid
+from ..engine.reading import REQUIRED_UIDS, UnreadableInstance, read, valid_uid
 from .attributes import extract
 from .state import ServerState
 
@@ -57,16 +54,11 @@ def inspect(temp_path: str, study_uid: str | None = None) -> Outcome:
     if os.path.getsize(temp_path) == 0:
         return out.fail(CANNOT_UNDERSTAND, "empty part: no DICOM data")
     try:
-        ds = dcmread(temp_path)
-        if not complete(ds):
-            return out.fail(CANNOT_UNDERSTAND, "truncated: a value is shorter than its length")
-    except InvalidDicomError:
-        return out.fail(
-            CANNOT_UNDERSTAND,
-            "not a DICOM Part 10 file: no 128-byte preamble and 'DICM' prefix",
-        )
-    except Exception as exc:  # pydicom raises many types; report the kind, not the data
-        return out.fail(CANNOT_UNDERSTAND, f"unreadable DICOM data ({type(exc).__name__})")
+        # The engine's reader: it repairs what real writers get wrong (stray delimiters)
+        # and names the element when it cannot; the bytes stored are still the upload's.
+        ds = read(temp_path, force=False)
+    except UnreadableInstance as exc:
+        return out.fail(CANNOT_UNDERSTAND, str(exc))
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if not ts:

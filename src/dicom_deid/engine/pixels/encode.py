@@ -38,7 +38,7 @@ from .decode import (
     transfer_syntax,
     value_range,
 )
-from .messages import PixelError, pi_label, safe, ts_label
+from .messages import PixelEncodeError, PixelError, pi_label, safe, ts_label
 
 __all__ = ["encode"]
 
@@ -129,7 +129,7 @@ def encode(ds: Dataset, frames: np.ndarray) -> None:
     - NumberOfFrames is kept; encapsulated → native also drops the Extended Offset
       Table. The SOP Instance UID is never changed here (UIDs are the caller's).
 
-    Raises PixelError on failure; ds is only changed after every new value is built.
+    Raises PixelEncodeError on failure; ds is only changed after every new value is built.
     """
     ts = transfer_syntax(ds)
     shape = geometry(ds)
@@ -137,16 +137,16 @@ def encode(ds: Dataset, frames: np.ndarray) -> None:
     source_pi = photometric(ds)
     pi = photometric_after_decode(ds)
     if pi not in KNOWN_PI:
-        raise PixelError(f"PhotometricInterpretation {pi_label(source_pi)} is not supported")
+        raise PixelEncodeError(f"PhotometricInterpretation {pi_label(source_pi)} is not supported")
     want = (n_frames, rows, columns, samples)
     if frames.shape != want:
-        raise PixelError(f"array shape {frames.shape} does not match the dataset's {want}")
+        raise PixelEncodeError(f"array shape {frames.shape} does not match the dataset's {want}")
     if frames.dtype.kind not in "iu" or (frames.dtype.kind == "i") != bool(representation):
-        raise PixelError(f"array dtype {frames.dtype} does not match "
+        raise PixelEncodeError(f"array dtype {frames.dtype} does not match "
                          f"PixelRepresentation {representation}")
     low, high = value_range(stored, representation)
     if frames.size and (int(frames.min()) < low or int(frames.max()) > high):
-        raise PixelError(f"array values [{int(frames.min())}, {int(frames.max())}] exceed "
+        raise PixelEncodeError(f"array values [{int(frames.min())}, {int(frames.max())}] exceed "
                          f"BitsStored {stored} range [{low}, {high}]")
 
     # JPEG 2000 Lossless keeps a YBR_RCT source's reversible colour transform.
@@ -172,7 +172,7 @@ def encode(ds: Dataset, frames: np.ndarray) -> None:
     except PixelError:
         raise
     except Exception as exc:
-        raise PixelError(f"cannot encode pixel data as {ts_label(target)}: "
+        raise PixelEncodeError(f"cannot encode pixel data as {ts_label(target)}: "
                          f"{type(exc).__name__}: {safe(str(exc))}") from None
 
     method = _LOSSY_METHOD.get(str(ts))

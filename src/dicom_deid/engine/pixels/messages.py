@@ -13,13 +13,21 @@ import re
 from pydicom.datadict import keyword_dict
 from pydicom.uid import UID
 
-__all__ = ["PixelError", "pi_label", "safe", "ts_label"]
+__all__ = ["PixelEncodeError", "PixelError", "pi_label", "safe", "ts_label"]
 
 
 class PixelError(Exception):
     """Pixel data that cannot be decoded/encoded; message is a short reason with no PHI
     (no values from the dataset other than UIDs of transfer syntaxes / attribute
     keywords / numbers)."""
+
+    step = "pixel decode"  # decoding, or understanding what the attributes describe
+
+
+class PixelEncodeError(PixelError):
+    """The painted frames could not be written back in the instance's syntax."""
+
+    step = "pixel encode"
 
 
 _UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
