@@ -28,10 +28,16 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from pydicom.datadict import dictionary_VR
+
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR",
                        b"UT", b"SV", b"UV"})
+_KNOWN_VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO",
+                        "LT", "OB", "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ",
+                        "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT",
+                        "UV"})
 _MAX_DEPTH = 64
 DEFLATED = "1.2.840.10008.1.2.1.99"
 
@@ -50,9 +56,12 @@ class Repairs:
 
     stray: list[int] = field(default_factory=list)
     closed: int = 0  # delimiters added at the end of the file
+    lengths: list[int] = field(default_factory=list)  # sequences whose length lied
+    vrs: list[int] = field(default_factory=list)  # elements whose VR code was not a VR
+    trailing: int = 0  # bytes after the dataset that were no element
 
     def __bool__(self) -> bool:
-        return bool(self.stray or self.closed)
+        return bool(self.stray or self.closed or self.lengths or self.vrs or self.trailing)
 
     def describe(self) -> str:
         parts = []
@@ -62,6 +71,13 @@ class Repairs:
                          f"{', '.join(tags)} skipped")
         if self.closed:
             parts.append(f"{self.closed} missing delimiter(s) added at the end")
+        if self.trailing:
+            parts.append(f"{self.trailing} byte(s) of trailing garbage dropped")
+        for tags, what in ((self.lengths, "sequence length(s) corrected"),
+                           (self.vrs, "invalid VR code(s) replaced")):
+            if tags:
+                labels = ", ".join(f"({t >> 16:04X},{t & 0xFFFF:04X})" for t in sorted(tags))
+                parts.append(f"{what}: {labels}")
         return "; ".join(parts)
 
 
@@ -145,18 +161,109 @@ class _Walker:
         # sequence (whose content is implicit VR little endian, PS3.5 6.2.2).
         return self.skip_undefined(value, implicit or vr == b"UN", depth, tag)
 
+    def sequence_end(self, value: int, implicit: bool, tag: int) -> int:
+        """Where a defined-length sequence's items really end, whatever its length says.
+
+        Items carry their own lengths (or delimiters), so the items are walked and the
+        sequence ends at the first thing that is not an item.
+        """
+        pos = value
+        while pos + 8 <= self.end and self.tag_at(pos) == ITEM:
+            length = self.u32.unpack_from(self.data, pos + 4)[0]
+            if length == UNDEFINED:
+                pos, still_open = self.item_elements(pos + 8, implicit, 1)
+                if still_open:
+                    raise BadElement(tag, value, "an item of this sequence has no end")
+            elif pos + 8 + length > self.end:
+                raise BadElement(tag, value, "an item of this sequence runs past the end")
+            else:
+                pos += 8 + length
+        return pos
+
+    def _is_sequence(self, tag: int, vr: bytes | None, implicit: bool) -> bool:
+        if vr is not None:
+            return vr == b"SQ"
+        return implicit and _dictionary_vr(tag) == "SQ"
+
+    def _unknown_vr(self, pos: int) -> tuple[bytes, int] | None:
+        """An explicit header whose VR code is no VR, rewritten: (new header + value, end).
+
+        Codes of two capitals that are no VR follow the rule for VRs defined after the
+        reader was written (PS3.5 7.1.2): 2 reserved bytes, a 4-byte length; some
+        writers still give them a 2-byte one, so the long form is taken only when its
+        reserved bytes are zero and its length fits. Other codes are read as pydicom
+        reads them, an implicit VR header (writers that switch encodings), unless that
+        length does not fit the file; then they too are a code and a 2-byte length.
+        The element gets the dictionary's VR, UN where it has none.
+        """
+        if self.implicit or self.tag_at(pos) >> 16 == 0xFFFE or pos + 8 > self.end:
+            return None
+        vr = self.data[pos + 4:pos + 6]
+        if vr.decode("latin-1") in _KNOWN_VRS:
+            return None
+        tag = self.tag_at(pos)
+        short = self.u16.unpack_from(self.data, pos + 6)[0]
+        if b"AA" <= vr <= b"ZZ":
+            long = self.u32.unpack_from(self.data, pos + 8)[0] if pos + 12 <= self.end else None
+            if (self.data[pos + 6:pos + 8] == b"\0\0" and long is not None
+                    and pos + 12 + long <= self.end):
+                start, length = pos + 12, long
+            else:
+                start, length = pos + 8, short
+        elif pos + 8 + self.u32.unpack_from(self.data, pos + 4)[0] <= self.end:
+            return None
+        else:
+            start, length = pos + 8, short
+        if start + length > self.end:
+            return None
+        known = _dictionary_vr(tag).encode()
+        self.repairs.vrs.append(tag)
+        head = self.tag_struct.pack(tag >> 16, tag & 0xFFFF) + known
+        head += (b"\0\0" + self.u32.pack(length)) if known in _LONG_VRS else self.u16.pack(length)
+        return head + self.data[start:start + length], start + length
+
+    def _runs_past_end(self, pos: int) -> bool:
+        try:
+            tag, vr, length, value = self.header(pos, self.implicit)
+            self.value_end(tag, vr, length, value, self.implicit, 0)
+        except BadElement:
+            return True
+        return False
+
     def top_level(self, start: int) -> bytes:
-        """The top level from ``start`` with stray FFFE headers dropped and ends closed."""
+        """The top level from ``start``, repaired: stray FFFE headers dropped, sequence
+        lengths that lie corrected, unknown VR codes replaced, open ends closed."""
         out = [self.data[:start]]
         pos = start
         closing = 0
+        previous = -1
         while pos + 8 <= self.end:
             tag = self.tag_at(pos)
+            if tag <= previous and self._runs_past_end(pos):
+                # Out of tag order and longer than what is left: not an element but
+                # bytes a writer left after the dataset. They are dropped.
+                self.repairs.trailing = self.end - pos
+                return b"".join(out)
+            if tag >> 16 != 0xFFFE:
+                previous = tag
             if tag >> 16 == 0xFFFE:
                 self.repairs.stray.append(tag)
                 pos += 8  # only the header: what a stray item encloses is read as elements
                 continue
+            unknown = self._unknown_vr(pos)
+            if unknown is not None:
+                out.append(unknown[0])
+                pos = unknown[1]
+                continue
             tag, vr, length, value = self.header(pos, self.implicit)
+            if length != UNDEFINED and self._is_sequence(tag, vr, self.implicit):
+                end = self.sequence_end(value, self.implicit, tag)
+                if end != value + length:
+                    self.repairs.lengths.append(tag)
+                    out.append(self.data[pos:value - 4] + self.u32.pack(end - value))
+                    out.append(self.data[value:end])
+                    pos = end
+                    continue
             end, still_open = self.value_end(tag, vr, length, value, self.implicit, 0)
             out.append(self.data[pos:end])
             pos = end
@@ -177,8 +284,20 @@ class _Walker:
                         for t in reversed(kinds))
 
 
-def _meta_end(data: bytes) -> int:
-    """Offset of the dataset body: after the preamble and the group 0002 elements."""
+def _dictionary_vr(tag: int) -> str:
+    """The dictionary's VR for ``tag``; UN for private, unknown or ambiguous tags."""
+    if tag >> 16 & 1:
+        return "UN"
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+    return "UN" if " or " in vr else vr
+
+
+def body_offset(data: bytes) -> int:
+    """Offset of the dataset body: after the preamble and the group 0002 elements (the
+    meta's elements are walked; its group length is not trusted)."""
     pos = 132 if data[128:132] == b"DICM" else 0
     walker = _Walker(data, little=True, implicit=False)
     while pos + 8 <= len(data) and data[pos:pos + 2] == b"\x02\x00":
@@ -189,20 +308,41 @@ def _meta_end(data: bytes) -> int:
     return pos
 
 
-def _looks_implicit(data: bytes, pos: int) -> bool:
-    """pydicom's test: a body whose first VR is not two capitals is implicit VR."""
+def looks_implicit(data: bytes, pos: int) -> bool:
+    """pydicom's test: a body whose first VR is not two capitals is implicit VR (with
+    room to spare for a big-endian tag, which cannot look like one)."""
     vr = data[pos + 4:pos + 6]
     return len(vr) < 2 or not (b"AA" <= vr <= b"ZZ")
 
 
-def repair(data: bytes, transfer_syntax: str | None, little: bool) -> tuple[bytes, Repairs]:
-    """``data`` with its top level repaired, and what was repaired (possibly nothing)."""
-    start = _meta_end(data)
+def _meta_transfer_syntax(data: bytes, end: int) -> str | None:
+    pos = 132 if data[128:132] == b"DICM" else 0
+    walker = _Walker(data, little=True, implicit=False)
+    while pos < end:
+        tag, _, length, value = walker.header(pos, implicit=False)
+        if tag == 0x00020010:
+            return data[value:value + length].rstrip(b"\0 ").decode("ascii", "replace")
+        pos = value + length
+    return None
+
+
+def repair(data: bytes) -> tuple[bytes, Repairs]:
+    """``data`` with its top level repaired, and what was repaired (possibly nothing).
+
+    The body's encoding comes from the meta's Transfer Syntax UID (big endian only for
+    Explicit VR Big Endian; a body without meta is little endian), and whether it is
+    implicit from its first element, as pydicom decides it.
+    """
+    start = body_offset(data)
+    transfer_syntax = _meta_transfer_syntax(data, start)
+    little = transfer_syntax != "1.2.840.10008.1.2.2"
+    if transfer_syntax is None and start + 2 <= len(data) and data[start] == 0:
+        little = False  # a bare big-endian dataset: group 0008 reads as 0x0800
     body = data[start:]
     deflated = transfer_syntax == DEFLATED
     if deflated:
         body = zlib.decompress(body, -zlib.MAX_WBITS)
-    walker = _Walker(body, little, _looks_implicit(body, 0))
+    walker = _Walker(body, little, looks_implicit(body, 0))
     fixed = walker.top_level(0)
     if not walker.repairs:
         return data, walker.repairs

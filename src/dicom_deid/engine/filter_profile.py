@@ -31,6 +31,10 @@ def apply_profile(ds: Dataset, ctx: Context, depth: int = 0, strict: bool = Fals
     changed = False
     for tag in list(ds.keys()):
         tag = int(tag)
+        if tag >> 16 == 0xFFFE:  # an item or delimiter a writer left inside an item
+            del ds[tag]
+            changed = True
+            continue
         if tag in plan.remove:
             del ds[tag]
             changed = True

@@ -27,7 +27,7 @@ from .. import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from . import identity, writing
 from .dates import shift_days
 from .decisions import Context
-from .failures import PIXEL_DECODE, PROFILE, WRITING, ElementFailure
+from .failures import PIXEL_DECODE, PROFILE, WRITING, ElementFailure, tag_label
 from .filter_profile import apply_profile
 from .identifiers import known_identifiers
 from .plan import MINIMAL, TAG_CONTENTS, Plan
@@ -36,6 +36,10 @@ from .reading import UnreadableInstance, read, required_uids
 # pydicom logs (as well as warns) about odd values, quoting them: no value of an
 # input may reach a log, so only its errors are let through.
 logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+
+#: Pixel Data, Float Pixel Data, Double Float Pixel Data: where an image's pixels are.
+PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 
 
 class DeidentifyError(ValueError):
@@ -82,12 +86,16 @@ def _redact_pixels(ds: Dataset, plan: Plan) -> None:
         ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = _transfer_syntax(ds)
     known = known_identifiers(ds)
+    pixels = next((t for t in PIXEL_TAGS if t in ds), None)
+    if pixels is None or not ds.get_item(pixels).value:
+        return  # no pixels (or an empty Pixel Data): no text burned into them
+    where = tag_label(pixels)
     try:
         redact_pixels(ds, plan.image, known)
     except PixelError as exc:
-        raise DeidentifyError(f"{exc.step} failed at (7FE0,0010) PixelData: {exc}") from None
+        raise DeidentifyError(f"{exc.step} failed at {where}: {exc}") from None
     except Exception as exc:  # a codec's or OpenCV's own error: its kind, not its text
-        raise DeidentifyError(f"{PIXEL_DECODE} failed at (7FE0,0010) PixelData: "
+        raise DeidentifyError(f"{PIXEL_DECODE} failed at {where}: "
                               f"{type(exc).__name__}") from None
 
 

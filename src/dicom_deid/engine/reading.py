@@ -17,6 +17,9 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.hooks import hooks
+from pydicom.hooks import raw_element_vr as _default_vr_hook
+from pydicom.valuerep import VR
 
 from . import dataset_bytes
 from .failures import READING, tag_label
@@ -56,6 +59,7 @@ def truncated_at(ds: Dataset) -> int | None:
     sequences (which pydicom parses while reading) are checked item by item; nothing
     else is decoded, which keeps this cheap.
     """
+    drop_stray(ds)
     for elem in ds.elements():
         if not isinstance(elem, RawDataElement):
             if elem.VR == "SQ":
@@ -117,13 +121,19 @@ def _read(source: BinaryIO, force: bool) -> Dataset:
             "not DICOM: no 128-byte preamble and 'DICM' prefix, nor a bare dataset")
     data = source.read()
     try:
-        ds, whole = _parse(data, force)
-        if not whole:
+        try:
+            ds, whole = _parse(data, force)
+        except InvalidDicomError:
+            raise
+        except Exception:  # an early end of file inside a sequence, say: try repairing
+            ds, whole = None, False
+        if not whole or truncated_at(ds) is not None:
             ds = _repaired(data, ds, force)
         cut = truncated_at(ds)
         if cut is not None:
             raise UnreadableInstance(f"truncated: {tag_label(cut)} is shorter than its "
                                      "length")
+        _fix_vrs(ds)
     except InvalidDicomError:
         raise UnreadableInstance(
             "not a DICOM Part 10 file: no 128-byte preamble and 'DICM' prefix") from None
@@ -149,7 +159,28 @@ def _parse(data: bytes, force: bool) -> tuple[Dataset, bool]:
     meta = getattr(ds, "file_meta", None)
     transfer_syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     stopped = buf.tell() + 8 <= len(data) and transfer_syntax != dataset_bytes.DEFLATED
-    return ds, not (stopped or _has_stray(ds) or len(ds) == 0)
+    return ds, not (stopped or _has_stray(ds) or len(ds) == 0 or _has_unknown_vr(ds))
+
+
+def _has_unknown_vr(ds: Dataset) -> bool:
+    tags = ds.keys()
+    for tag in tags:
+        raw = ds.get_item(tag)
+        if isinstance(raw, RawDataElement) and raw.VR is not None and raw.VR not in _VRS:
+            return True
+    return False
+
+
+def drop_stray(ds: Dataset) -> None:
+    """Remove item and delimiter elements a writer left among a dataset's elements.
+
+    At the top level :mod:`.dataset_bytes` repairs them before reading; inside a
+    sequence's item they come out of pydicom as elements with no VR, which would
+    fail wherever they are used, so every step that meets an item drops them.
+    """
+    tags = ds.keys()
+    for tag in [t for t in tags if t >> 16 == 0xFFFE]:
+        del ds[tag]
 
 
 def _has_stray(ds: Dataset) -> bool:
@@ -157,26 +188,67 @@ def _has_stray(ds: Dataset) -> bool:
     return any(int(tag) >> 16 == 0xFFFE for tag in tags)
 
 
-def _repaired(data: bytes, ds: Dataset, force: bool) -> Dataset:
-    """``ds`` read again from bytes whose top level :mod:`.dataset_bytes` repaired."""
-    meta = getattr(ds, "file_meta", None)
-    transfer_syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    little = ds.original_encoding[1] is not False
+def _repaired(data: bytes, ds: Dataset | None, force: bool) -> Dataset:
+    """The dataset read again from bytes whose top level :mod:`.dataset_bytes` repaired;
+    ``ds`` (pydicom's first reading, None if it failed) when there was nothing to repair."""
     try:
-        fixed, repairs = dataset_bytes.repair(data, transfer_syntax and str(transfer_syntax),
-                                              little)
+        fixed, repairs = dataset_bytes.repair(data)
     except dataset_bytes.BadElement as exc:
-        raise UnreadableInstance(f"reading failed at {exc}") from None
+        raise UnreadableInstance(f"{READING} failed at {exc}") from None
     if not repairs:
+        if ds is None:
+            _parse(data, force)  # raises again, and the caller names the failure
         if _has_stray(ds):
-            raise UnreadableInstance("reading failed: an item or delimiter element is "
+            raise UnreadableInstance(f"{READING} failed: an item or delimiter element is "
                                      "at the top level of the dataset")
         return ds
-    ds, whole = _parse(fixed, force)
+    try:
+        ds, whole = _parse(fixed, force)
+    except Exception as exc:
+        raise UnreadableInstance(f"{READING} failed after repair ({repairs.describe()}): "
+                                 f"{type(exc).__name__}") from None
     if not whole:
-        raise UnreadableInstance(f"reading failed after repair ({repairs.describe()})")
+        raise UnreadableInstance(f"{READING} failed after repair ({repairs.describe()})")
     ds.read_repairs = repairs.describe()  # for the caller's log: tags only, no values
     return ds
+
+
+def _fix_vrs(ds: Dataset) -> None:
+    """Top-level elements whose explicit VR code is no VR get the dictionary's VR (or UN).
+
+    pydicom keeps the code it read ("QQ", "XX"), fails converting the value and would
+    write the code back; the element's bytes are its value whatever the code said.
+    """
+    tags = ds.keys()
+    for tag in list(tags):
+        raw = ds.get_item(tag)
+        if isinstance(raw, RawDataElement) and raw.VR is not None and raw.VR not in _VRS:
+            ds[tag] = raw._replace(VR=_vr_for(int(tag)))
+
+
+def _vr_for(tag: int) -> str:
+    if tag >> 16 & 1:
+        return "UN"
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+    return "UN" if " or " in vr else vr
+
+
+def _vr_hook(raw: RawDataElement, data: dict, **kwargs: object) -> None:
+    """pydicom's VR lookup, and the dictionary's VR (or UN) for a code that is no VR.
+
+    Registered for every read in the process, so elements inside sequences (parsed when
+    they are first used) get the same treatment as the top level's.
+    """
+    _default_vr_hook(raw, data, **kwargs)
+    if data.get("VR") not in _VRS:
+        data["VR"] = _vr_for(int(raw.tag))
+
+
+_VRS = frozenset(str(vr) for vr in VR)
+hooks.register_callback("raw_element_vr", _vr_hook)
 
 
 def required_uids(ds: Dataset) -> dict[str, str]:

@@ -56,7 +56,9 @@ def _raw_bytes(raw: RawDataElement, implicit: bool) -> bytes | None:
         return None
     value = raw.value or b""
     if raw.length == UNDEFINED:  # encapsulated pixel data, an undefined-length UN
-        if implicit and raw.VR != "SQ" and raw.tag != PIXEL_DATA:
+        # Only pixel data, sequences and a UN holding one may have an undefined length
+        # (PS3.5 7.1.1); other elements some writers give one are written defined.
+        if raw.tag != PIXEL_DATA and (raw.VR not in ("SQ", "UN") or implicit):
             return None
         head = header(raw.tag, str(raw.VR or "OB"), UNDEFINED, implicit)
         return head + value + _SEQUENCE_END if head else None
@@ -70,6 +72,8 @@ def _write_dataset(fp: DicomFileLike, ds: Dataset, implicit: bool, compressed: b
     encodings = (convert_encodings(ds.SpecificCharacterSet) if SPECIFIC_CHARACTER_SET in ds
                  else parent)
     for tag in sorted(ds.keys()):
+        if tag >> 16 == 0xFFFE:  # an item or delimiter among elements: never an element
+            continue
         try:
             _write_element(fp, ds, tag, implicit, compressed, encodings)
         except ElementFailure as exc:
@@ -92,6 +96,8 @@ def _write_element(fp: DicomFileLike, ds: Dataset, tag: int, implicit: bool,
         return
     if tag == PIXEL_DATA:
         item.is_undefined_length = compressed
+    elif item.is_undefined_length and item.VR != "UN":
+        item.is_undefined_length = False
     write_data_element(fp, item, encodings)
 
 

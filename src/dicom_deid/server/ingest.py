@@ -11,7 +11,15 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from .. import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from ..engine import dataset_bytes
 from ..engine.reading import REQUIRED_UIDS, UnreadableInstance, read, valid_uid
 from .attributes import extract
 from .state import ServerState
@@ -56,13 +64,11 @@ def inspect(temp_path: str, study_uid: str | None = None) -> Outcome:
     try:
         # The engine's reader: it repairs what real writers get wrong (stray delimiters)
         # and names the element when it cannot; the bytes stored are still the upload's.
-        ds = read(temp_path, force=False)
+        ds = read(temp_path)
     except UnreadableInstance as exc:
         return out.fail(CANNOT_UNDERSTAND, str(exc))
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
-    if not ts:
-        return out.fail(CANNOT_UNDERSTAND, "file meta information has no TransferSyntaxUID")
     uids: dict[str, str] = {}
     for keyword in REQUIRED_UIDS:
         try:
@@ -83,8 +89,39 @@ def inspect(temp_path: str, study_uid: str | None = None) -> Outcome:
         out.row = extract(ds)
     except Exception as exc:
         return out.fail(CANNOT_UNDERSTAND, f"unreadable indexed attribute ({type(exc).__name__})")
+    if not ts:
+        ts = _add_file_meta(temp_path, ds)
     out.row["transfer_syntax"] = str(ts)
     return out
+
+
+def _add_file_meta(temp_path: str, ds: Dataset) -> str:
+    """Give a bare dataset (or one whose meta lacks a Transfer Syntax UID) a Part 10 meta.
+
+    Old writers and some archives send datasets without the preamble and meta that
+    PS3.10 requires; DCMTK and pydicom read them, so the store keeps them, as Part 10
+    files every client can read back: the dataset's bytes are kept as they came, after
+    a meta naming the encoding they are in. Returns that Transfer Syntax UID.
+    """
+    data = Path(temp_path).read_bytes()
+    start = dataset_bytes.body_offset(data)
+    implicit = dataset_bytes.looks_implicit(data, start)
+    little = ds.original_encoding[1] is not False
+    syntax = (ImplicitVRLittleEndian if implicit else
+              ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = syntax
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    buf = DicomBytesIO()
+    buf.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(buf, meta, enforce_standard=True)
+    with open(temp_path, "wb") as f:
+        f.write(buf.getvalue())
+        f.write(memoryview(data)[start:])
+    return syntax
 
 
 def prepare(state: ServerState, temp_path: str, study_uid: str | None = None) -> Outcome:
