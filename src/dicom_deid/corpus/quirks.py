@@ -21,11 +21,12 @@ undefined-length sequence, and ``DICM`` + meta without the 128-byte preamble.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 
 import numpy as np
@@ -43,7 +44,6 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEGLSLossless,
-    generate_uid,
 )
 
 __all__ = ["MARKERS", "Quirk", "body", "element", "part10", "quirks"]
@@ -90,11 +90,19 @@ _building: list[str] = []  # the quirk being built: base() gives it its own UIDs
 
 @cache
 def _built(quirk: Quirk) -> tuple[bytes, frozenset[Path]]:
-    _building.append(quirk.name)
-    try:
-        return quirk.make()
-    finally:
-        _building.pop()
+    return quirk.make()
+
+
+def _own_uid(name: str, make: Callable[[], tuple[bytes, frozenset[Path]]]
+             ) -> Callable[[], tuple[bytes, frozenset[Path]]]:
+    """``make`` with base() giving the quirk its own SOP Instance UID."""
+    def wrapped() -> tuple[bytes, frozenset[Path]]:
+        _building.append(name)
+        try:
+            return make()
+        finally:
+            _building.pop()
+    return wrapped
 
 
 # -- byte surgery ---------------------------------------------------------------------
@@ -237,7 +245,8 @@ def base(name: str = "CT_small.dcm", *, sequence: bool = True, private: bool = T
     if _building:
         # Each quirk its own instance (derived from its name, so builds are repeatable):
         # quirks of one base file can then share a store without being duplicates.
-        ds.SOPInstanceUID = generate_uid(entropy_srcs=["dicom-deid quirk", _building[-1]])
+        digest = hashlib.sha256(f"dicom-deid quirk {_building[-1]}".encode()).digest()
+        ds.SOPInstanceUID = f"2.25.{int.from_bytes(digest[:15], 'big')}"  # short: room to add
         if getattr(ds, "file_meta", None) is not None:
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     return ds
@@ -690,4 +699,4 @@ def quirks() -> list[Quirk]:
         Quirk("private-no-creator", "private elements with no Private Creator for their "
               "block", ct, _no_creator),
     ]
-    return out
+    return [replace(q, make=_own_uid(q.name, q.make)) for q in out]

@@ -47,7 +47,8 @@ class BadElement(ValueError):
 
     def __init__(self, tag: int, offset: int, problem: str) -> None:
         super().__init__(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) at byte {offset}: {problem}")
-        self.tag = tag
+        self.tag, self.offset, self.problem = tag, offset, problem
+        self.cut = "end" in problem  # the file ends before the element does
 
 
 @dataclass

@@ -142,7 +142,9 @@ def _read(source: BinaryIO, force: bool) -> Dataset:
     except Exception as exc:  # pydicom raises many types; report the kind, not the data
         raise UnreadableInstance(f"{READING} failed{_where(exc)} ({type(exc).__name__})") \
             from None
-    if len(ds) == 0:
+    tags = ds.keys()
+    if not any(int(tag) >> 16 not in (0x0000, 0x0002, 0xFFFC) for tag in tags):
+        # nothing but command or meta group elements (zeros read as (0000,0000), say)
         raise UnreadableInstance("no DICOM data elements could be read")
     return ds
 
@@ -194,7 +196,10 @@ def _repaired(data: bytes, ds: Dataset | None, force: bool) -> Dataset:
     try:
         fixed, repairs = dataset_bytes.repair(data)
     except dataset_bytes.BadElement as exc:
-        raise UnreadableInstance(f"{READING} failed at {exc}") from None
+        where = f"{tag_label(exc.tag)} at byte {exc.offset}: {exc.problem}"
+        if exc.cut:
+            raise UnreadableInstance(f"truncated: {where}") from None
+        raise UnreadableInstance(f"{READING} failed at {where}") from None
     if not repairs:
         if ds is None:
             _parse(data, force)  # raises again, and the caller names the failure
