@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
+from . import siemens_csa
 from .decisions import Context
 from .safe_private import is_safe
 
@@ -30,7 +31,9 @@ def remove_private(ds: Dataset, tags: list[int], ctx: Context) -> bool:
         if ctx.plan.retain_safe_private and element >= 0x1000:
             creator = ds.get_item(block)
             if creator is not None:
-                keep = is_safe(creator_name(creator), tag >> 16, element & 0xFF)
+                name = creator_name(creator)
+                keep = is_safe(name, tag >> 16, element & 0xFF) or _csa_geometry(
+                    ds, tag, name)
         if keep:
             keep_blocks.add(block)
         else:
@@ -41,6 +44,20 @@ def remove_private(ds: Dataset, tags: list[int], ctx: Context) -> bool:
             del ds[tag]
             changed = True
     return changed
+
+
+def _csa_geometry(ds: Dataset, tag: int, creator: str) -> bool:
+    """Replace a Siemens CSA header by its geometry entries (:mod:`.siemens_csa`);
+    whether there was anything to keep."""
+    if creator != siemens_csa.CREATOR or tag >> 16 != 0x0029 or (
+            tag & 0xFF) not in siemens_csa.OFFSETS:
+        return False
+    value = ds.get_item(tag).value
+    kept = siemens_csa.keep_geometry(value) if isinstance(value, bytes) else None
+    if kept is None:
+        return False
+    ds[tag] = DataElement(tag, "OB", kept)
+    return True
 
 
 def creator_name(elem: DataElement | RawDataElement) -> str:
