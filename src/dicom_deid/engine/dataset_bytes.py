@@ -184,7 +184,7 @@ class _Walker:
     def _is_sequence(self, tag: int, vr: bytes | None, implicit: bool) -> bool:
         if vr is not None:
             return vr == b"SQ"
-        return implicit and _dictionary_vr(tag) == "SQ"
+        return implicit and dictionary_vr(tag) == "SQ"
 
     def _unknown_vr(self, pos: int) -> tuple[bytes, int] | None:
         """An explicit header whose VR code is no VR, rewritten: (new header + value, end).
@@ -217,7 +217,7 @@ class _Walker:
             start, length = pos + 8, short
         if start + length > self.end:
             return None
-        known = _dictionary_vr(tag).encode()
+        known = dictionary_vr(tag).encode()
         self.repairs.vrs.append(tag)
         head = self.tag_struct.pack(tag >> 16, tag & 0xFFFF) + known
         head += (b"\0\0" + self.u32.pack(length)) if known in _LONG_VRS else self.u16.pack(length)
@@ -285,7 +285,7 @@ class _Walker:
                         for t in reversed(kinds))
 
 
-def _dictionary_vr(tag: int) -> str:
+def dictionary_vr(tag: int) -> str:
     """The dictionary's VR for ``tag``; UN for private, unknown or ambiguous tags."""
     if tag >> 16 & 1:
         return "UN"

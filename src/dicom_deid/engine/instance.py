@@ -23,7 +23,6 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from .. import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from . import identity, writing
 from .dates import shift_days
 from .decisions import Context
@@ -117,13 +116,7 @@ def deidentify_dataset(ds: Dataset, plan: Plan) -> Dataset:
     for keyword in ("SOPClassUID", "SOPInstanceUID"):
         if keyword not in ds:  # a remove list may not take what the file meta needs
             raise DeidentifyError(f"{keyword} was removed; it is required in every instance")
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ts
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    ds.file_meta = meta
+    ds.file_meta = writing.file_meta(ds.SOPClassUID, ds.SOPInstanceUID, ts)
     ds.preamble = b"\0" * 128
     return ds
 

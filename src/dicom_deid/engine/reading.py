@@ -228,17 +228,7 @@ def _fix_vrs(ds: Dataset) -> None:
     for tag in list(tags):
         raw = ds.get_item(tag)
         if isinstance(raw, RawDataElement) and raw.VR is not None and raw.VR not in _VRS:
-            ds[tag] = raw._replace(VR=_vr_for(int(tag)))
-
-
-def _vr_for(tag: int) -> str:
-    if tag >> 16 & 1:
-        return "UN"
-    try:
-        vr = dictionary_VR(tag)
-    except KeyError:
-        return "UN"
-    return "UN" if " or " in vr else vr
+            ds[tag] = raw._replace(VR=dataset_bytes.dictionary_vr(int(tag)))
 
 
 def _vr_hook(raw: RawDataElement, data: dict, **kwargs: object) -> None:
@@ -249,7 +239,7 @@ def _vr_hook(raw: RawDataElement, data: dict, **kwargs: object) -> None:
     """
     _default_vr_hook(raw, data, **kwargs)
     if data.get("VR") not in _VRS:
-        data["VR"] = _vr_for(int(raw.tag))
+        data["VR"] = dataset_bytes.dictionary_vr(int(raw.tag))
 
 
 _VRS = frozenset(str(vr) for vr in VR)

@@ -17,7 +17,7 @@ from typing import BinaryIO
 from pydicom import dcmwrite
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomFileLike
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
@@ -109,6 +109,20 @@ def _write_sequence(fp: DicomFileLike, elem: DataElement, implicit: bool,
         _write_dataset(fp, item, implicit, compressed, encodings)
         fp.write(_ITEM_END)
     fp.write(_SEQUENCE_END)
+
+
+def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str
+              ) -> FileMetaDataset:
+    """The Part 10 meta this project writes for an instance (its implementation named)."""
+    from .. import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.TransferSyntaxUID = transfer_syntax
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    return meta
 
 
 def write(ds: Dataset, out: BinaryIO) -> None:

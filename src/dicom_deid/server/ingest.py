@@ -13,14 +13,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from .. import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from ..engine import dataset_bytes
 from ..engine.reading import REQUIRED_UIDS, UnreadableInstance, read, valid_uid
+from ..engine.writing import file_meta
 from .attributes import extract
 from .state import ServerState
 
@@ -109,12 +109,7 @@ def _add_file_meta(temp_path: str, ds: Dataset) -> str:
     little = ds.original_encoding[1] is not False
     syntax = (ImplicitVRLittleEndian if implicit else
               ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = syntax
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    meta = file_meta(ds.SOPClassUID, ds.SOPInstanceUID, syntax)
     buf = DicomBytesIO()
     buf.write(b"\0" * 128 + b"DICM")
     write_file_meta_info(buf, meta, enforce_standard=True)
