@@ -18,7 +18,7 @@ from dicom_deid import IMPLEMENTATION_CLASS_UID
 from dicom_deid.corpus.ct import ct_corpus
 from dicom_deid.corpus.markers import SAFE_PRIVATE, MarkedInstance, marked_instance
 from dicom_deid.engine.dates import shift_days
-from dicom_deid.engine.decisions import resolve, uid_tags
+from dicom_deid.engine.decisions import Context, required_by, resolve, uid_tags
 from dicom_deid.engine.instance import deidentify_bytes
 from dicom_deid.engine.plan import build_plan
 from dicom_deid.engine.uids import new_uid
@@ -71,13 +71,17 @@ def test_basic_profile_leaves_no_marker_anywhere(marked: MarkedInstance) -> None
 
 def test_basic_profile_applies_each_row_action(marked: MarkedInstance) -> None:
     _, ds = run(BASIC, marked.to_bytes())
+    # the row's action as the instance's IOD requires it (a Type 1 attribute is not
+    # removed or emptied but dummied, a Type 2 one not removed but emptied)
+    ctx = Context(build_plan(BASIC, KEY), sop_class=str(ds.SOPClassUID))
+    assert ctx.iod
     checked = 0
     for plant in marked.plants:
         if plant.kind != "table" or len(plant.path) != 1 or plant.path[0] >> 16 in (
                 0x5000, 0x5002, 0x6000, 0x6002):
             continue
         tag = plant.path[0]
-        action = resolve(plant.action, tag)
+        action = required_by(resolve(plant.action, tag, ctx.iod), tag, ctx, 0)
         elem = ds.get(tag)
         where = f"{plant.path} {plant.action}"
         if action == "X":

@@ -7,8 +7,21 @@ text cleaned of detected identifiers), plus ``T`` for the tag-contents profile
 inside a sequence the table replaces (decided by its VR, see ``profile``).
 
 The combined actions of the table (``Z/D``, ``X/Z``, ``X/D``, ``X/Z/D``, ``X/Z/U*``)
-mean "the stronger one, unless the IOD requires otherwise": removal, unless the
-minimal keep list says the attribute is required (type 1 -> dummy, type 2 -> empty).
+mean "the stronger one, unless the IOD requires otherwise". For an instance whose SOP
+Class the vendored IOD tables know (:mod:`.iod_types`), its IOD decides, for plain
+``X`` and ``Z`` too: an action that would remove or empty an attribute the IOD makes
+Type 1 or 1C gives it a dummy value instead, one that would remove a Type 2 or 2C
+attribute empties it (so does ``S``/``T`` where it would empty a date, time or age).
+At the top level the types are the IOD's modules'; inside sequences they are looked
+up by tag alone (the strongest type at any path of the IOD), since decisions here know
+the depth, not the path. A dummy or an empty value leaks nothing, and no original
+value is kept by this rule. The minimal profile ("keep only tags required to
+produce valid DICOM", in Google's words) also keeps the attributes the instance's IOD
+requires that its list lacks, with their values when the table has no row for them
+(PS3.15 does not count them as identifying; the basic profile keeps them too), else
+as the table and the rule above say. For SOP Classes the tables do not know, the
+minimal keep list stands in for the IOD: a combined action removes, unless the list says the
+attribute is required (type 1 -> dummy, type 2 -> empty).
 ``X/Z/U*`` rows are references: their UIDs are replaced, so they stay resolvable.
 
 :class:`Context` is the per-instance state every step of a run shares.
@@ -17,6 +30,7 @@ minimal keep list says the attribute is required (type 1 -> dummy, type 2 -> emp
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -24,6 +38,7 @@ from importlib import resources
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 
+from . import iod_types
 from .plan import KEEP_ALL, MINIMAL, TAG_CONTENTS, Plan
 from .ps315 import table
 from .sequence_bytes import SequenceRewriter
@@ -32,13 +47,24 @@ from .uids import new_uid
 
 @dataclass
 class Context:
-    """The per-instance state of one run: its patient's date shift, its own identifiers."""
+    """The per-instance state of one run: its patient's date shift, its own identifiers,
+    its IOD (from its SOP Class UID; empty when the vendored tables do not know it)."""
 
     plan: Plan
     days: int | None = None
     known: dict[str, str] = field(default_factory=dict)
-    decisions: dict[tuple[int, bool, bool], str] = field(default_factory=dict)
+    #: The run's decisions, shared by its instances: (tag, at top level, inside a
+    #: replaced sequence, IOD of the instance) -> action.
+    decisions: dict[tuple[int, bool, bool, str], str] = field(default_factory=dict)
     rewriter: SequenceRewriter | None = None
+    sop_class: str = ""
+    iod: str = field(default="", init=False)
+    #: Top-level attributes this instance itself needs kept: the ones its Frame Increment
+    #: Pointer names, under the minimal profile (see :func:`pointed_to`).
+    keep: frozenset[int] = frozenset()
+
+    def __post_init__(self) -> None:
+        self.iod = (iod_types.iod_of(self.sop_class) if self.sop_class else None) or ""
 
     def uid(self, value: str) -> str:
         return _uid(value, self.plan.key)
@@ -98,19 +124,62 @@ def vr_of(elem: DataElement | RawDataElement) -> str:
     return _vr(elem.tag)
 
 
-def resolve(action: str, tag: int) -> str:
-    """A combined table action reduced to one, given what the IOD requires."""
+def resolve(action: str, tag: int, iod: str = "") -> str:
+    """A combined table action reduced to one, given what the IOD requires.
+
+    With ``iod`` the stronger choice is taken here and :func:`required_by` then applies
+    the IOD's requirement; without, the minimal keep list stands in for the IOD.
+    """
     if "/" not in action:
         return action
     if action == "X/Z/U*":
         return "U"
-    required = minimal_keep_list().get(tag)
     choices = action.split("/")
+    if iod:
+        return choices[0]
+    required = minimal_keep_list().get(tag)
     if required == "1":
         return "D" if "D" in choices else "Z"
     if required == "2":
         return "Z" if "Z" in choices else "D"
     return choices[0]
+
+
+#: VRs whose values ``S`` (and ``T``, under a transformation of their infoType other
+#: than a date shift) empties.
+_EMPTIED = frozenset({"DA", "DT", "TM", "AS"})
+
+
+def _empties(action: str, vr: str, plan: Plan) -> bool:
+    """Whether ``action`` leaves a value of ``vr`` empty (beyond ``Z`` itself)."""
+    if vr not in _EMPTIED:
+        return False
+    if action == "S":
+        return True
+    if action != "T" or vr == "TM":
+        return False
+    how = plan.transformation("AGE" if vr == "AS" else "DATE")
+    return how is not None and (vr == "AS" or how.method != "dateShiftConfig")
+
+
+def required_by(action: str, tag: int, ctx: Context, depth: int) -> str:
+    """``action`` on an attribute present in an instance of ``ctx.iod``, weakened to what
+    keeps the instance valid: removing or emptying a Type 1/1C attribute becomes a
+    dummy value, removing a Type 2/2C attribute becomes emptying it."""
+    if action not in ("X", "Z", "S", "T"):
+        return action
+    types = iod_types.types_of(ctx.iod) if depth == 0 else iod_types.nested_types_of(ctx.iod)
+    kind = types.get(tag)
+    if kind is None:
+        return action
+    if action in ("S", "T"):
+        return "D" if kind in iod_types.VALUE_REQUIRED and _empties(
+            action, _vr(tag), ctx.plan) else action
+    if kind in iod_types.VALUE_REQUIRED:
+        return "D"
+    if kind in iod_types.PRESENCE_REQUIRED and action == "X":
+        return "Z"
+    return action
 
 
 def decide(tag: int, ctx: Context, depth: int, strict: bool = False) -> str:
@@ -119,6 +188,11 @@ def decide(tag: int, ctx: Context, depth: int, strict: bool = False) -> str:
     ``strict`` is set inside a sequence the table replaces (``D``, ``U``...) rather
     than keeps: there, text and dates the table has no row for are not kept either.
     """
+    action = _decide(tag, ctx, depth, strict)
+    return required_by(action, tag, ctx, depth) if ctx.iod else action
+
+
+def _decide(tag: int, ctx: Context, depth: int, strict: bool) -> str:
     plan = ctx.plan
     profile = plan.profile
     if profile == KEEP_ALL:
@@ -129,11 +203,15 @@ def decide(tag: int, ctx: Context, depth: int, strict: bool = False) -> str:
     if 0x6000 <= group <= 0x601E and not group & 1 and "cleanGraphOpt" not in plan.options:
         return "X"  # the overlay's data and comments go, so the whole plane goes
     rule = table().rule(tag)
-    basic = resolve(rule.action(plan.options), tag) if rule is not None else (
+    basic = resolve(rule.action(plan.options), tag, ctx.iod) if rule is not None else (
         "S" if strict else "K")
     if profile == MINIMAL and depth == 0:
         kind = minimal_keep_list().get(tag)
         if kind is None:
+            if ctx.iod and tag in iod_types.types_of(ctx.iod):
+                # required by the IOD: kept if PS3.15 does not call it identifying,
+                # else the table's action (made a dummy or empty by ``required_by``)
+                return "K" if rule is None else (basic if basic in ("K", "U", "C") else "X")
             return "X"
         if kind == "C":
             return "C"
@@ -143,9 +221,32 @@ def decide(tag: int, ctx: Context, depth: int, strict: bool = False) -> str:
     return basic
 
 
+def pointed_to(pointers: Iterable[int] | int) -> frozenset[int]:
+    """The tags a Frame Increment Pointer names that the PS3.15 table has no row for.
+
+    The pointer (Type 1 in every multi-frame IOD) is kept by the minimal profile, and a
+    pointer to an attribute the output lacks makes the instance invalid; what it points
+    to (Frame Time, Frame Time Vector, the NM vectors...) describes the frames, never
+    the patient, unless the table says otherwise.
+    """
+    values = [pointers] if isinstance(pointers, int) else list(pointers)  # BaseTag is int
+    out = set()
+    for value in values:
+        try:
+            tag = int(value)
+        except (TypeError, ValueError):
+            continue
+        if table().rule(tag) is None:
+            out.add(tag)
+    return frozenset(out)
+
+
 def decision(tag: int, ctx: Context, depth: int, strict: bool) -> str:
-    """:func:`decide`, remembered per instance (by tag, top level or not, strictness)."""
-    key = (tag, depth == 0, strict)
+    """:func:`decide`, remembered per run (by tag, top level or not, strictness and the
+    instance's IOD: a run meets a handful of IODs)."""
+    if ctx.keep and depth == 0 and tag in ctx.keep:
+        return "K"
+    key = (tag, depth == 0, strict, ctx.iod)
     action = ctx.decisions.get(key)
     if action is None:
         action = ctx.decisions[key] = decide(tag, ctx, depth, strict)

@@ -11,6 +11,7 @@ in. Failures raise :class:`~.reading.UnreadableInstance` or
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -25,7 +26,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from . import identity, writing
 from .dates import shift_days
-from .decisions import Context
+from .decisions import Context, pointed_to
 from .failures import PIXEL_DECODE, PROFILE, WRITING, ElementFailure, tag_label
 from .filter_profile import apply_profile
 from .identifiers import known_identifiers
@@ -108,9 +109,12 @@ def deidentify_dataset(ds: Dataset, plan: Plan) -> Dataset:
     if plan.date_key is not None:
         patient = str(ds.get("PatientID", "") or "").strip()
         days = shift_days(patient or uids["StudyInstanceUID"], plan.date_key)
-    ctx = Context(plan, days, decisions=plan.decisions)
+    ctx = Context(plan, days, decisions=plan.decisions, sop_class=uids["SOPClassUID"])
     if plan.profile in (TAG_CONTENTS, MINIMAL):
         ctx.known = known_identifiers(ds)
+    if plan.profile == MINIMAL and "FrameIncrementPointer" in ds:
+        with contextlib.suppress(Exception):  # a pointer pydicom cannot parse: none
+            ctx.keep = pointed_to(ds["FrameIncrementPointer"].value)
     apply_profile(ds, ctx)
     identity.mark(ds, plan, _temporal(plan, days))
     for keyword in ("SOPClassUID", "SOPInstanceUID"):
