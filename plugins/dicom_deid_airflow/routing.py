@@ -50,6 +50,15 @@ def route_config(config: dict, pixel: bool) -> dict:
     return config
 
 
+def redacts_all_text(config: dict) -> bool:
+    """Whether the pixels the run redacts were to lose all their text (the profile's own
+    mode, else the pixel route's): then the verification counts any word read back."""
+    mode = (config.get("image") or {}).get("textRedactionMode", "")
+    if mode in ("REDACT_ALL_TEXT", "REDACT_SENSITIVE_TEXT"):
+        return mode == "REDACT_ALL_TEXT"
+    return routing()["text_redaction_mode"] == "REDACT_ALL_TEXT"
+
+
 def redacted_modalities(config: dict) -> bool | set[str]:
     """Where the verification sample should find no text: everywhere (True) when the
     profile itself redacts pixels, else in the modalities routed to pixel redaction."""

@@ -30,6 +30,7 @@ from dicom_deid_airflow.routing import (
     ROUTES,
     pixel_prone_modalities,
     redacted_modalities,
+    redacts_all_text,
     route,
     route_config,
 )
@@ -117,7 +118,8 @@ def verify(plan: dict, run: RunRef) -> dict:
         hook.dicomweb_client(plan["destination_store"]),
         size=plan["sample_size"], seed=run.run_id,
         pixel_redaction=redacted_modalities(plan["config"]),
-        date_shift=_date_shift(plan["config"]), out_dir=run.report_dir)
+        date_shift=_date_shift(plan["config"]), out_dir=run.report_dir,
+        all_text=redacts_all_text(plan["config"]))
     return result.to_dict()
 
 

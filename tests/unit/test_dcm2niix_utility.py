@@ -60,10 +60,6 @@ REAL_SERIES = {
 
 # What differs today, (series, config) -> reason; remove an entry when its fix lands.
 XFAIL: dict[tuple[str, str], str] = {
-    **{(series, "basic-all-text"): "REDACT_ALL_TEXT paints over text-free anatomy "
-       "(about half of each slice set to the fill value)"
-       for series in ("synthetic-ct", "synthetic-mr", "emri-small-enhanced-mr",
-                      "ect-supplemental-enhanced-ct")},
     # By design: the basic profile removes every private element; a Siemens mosaic needs
     # the CSA header's geometry, which the Retain Safe Private Option keeps.
     **{("nibabel-mr-2-slices", config): "Siemens mosaic: the basic profile removes the CSA "

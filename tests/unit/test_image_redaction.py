@@ -222,13 +222,13 @@ def test_cine_loop_is_painted_identically_on_every_frame(syntax, monkeypatch) ->
     """30 frames: one set of boxes on every frame, the rest of each frame untouched, and
     three text detections whatever the number of frames."""
     calls = []
-    real = image_redaction.text_boxes
+    real = image_redaction.all_text_boxes
 
     def counting(grey: np.ndarray) -> list:
         calls.append(grey.shape)
         return real(grey)
 
-    monkeypatch.setattr(image_redaction, "text_boxes", counting)
+    monkeypatch.setattr(image_redaction, "all_text_boxes", counting)
     bi = burned_instance(7, syntax=syntax, frames=30)
     data = _bytes(bi.dataset)
     src = _read(data)

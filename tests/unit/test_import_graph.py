@@ -19,10 +19,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"dicom_deid": ROOT / "src" / "dicom_deid",
             "dicom_deid_airflow": ROOT / "plugins" / "dicom_deid_airflow"}
-#: The engine modules the Airflow side may use: rendering a frame, Tesseract's model,
-#: approximate matching. Everything else in the engine is its own business.
+#: The engine modules the Airflow side may use: rendering a frame, the two text readers
+#: (Tesseract, RapidOCR), approximate matching. Everything else in the engine is its own
+#: business.
 ENGINE_API_FOR_CLIENTS = {"dicom_deid.engine.pixels.grey", "dicom_deid.engine.ocr",
-                          "dicom_deid.engine.fuzzy"}
+                          "dicom_deid.engine.ocr_rapid", "dicom_deid.engine.fuzzy"}
 
 
 def _modules() -> dict[str, Path]:

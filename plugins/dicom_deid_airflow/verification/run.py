@@ -127,7 +127,7 @@ def _redacted(pixel_redaction: bool | Collection[str], modality: str) -> bool:
 
 def sample_and_verify(source: DICOMwebClient, destination: DICOMwebClient, *, size: int,
                       seed: str, pixel_redaction: bool | Collection[str], date_shift: bool,
-                      out_dir: Path) -> VerificationResult:
+                      out_dir: Path, all_text: bool = False) -> VerificationResult:
     """Verify a reproducible random sample of a de-identification run; write the table.
 
     ``size`` destination instances (all of them if there are fewer) are drawn with
@@ -137,7 +137,9 @@ def sample_and_verify(source: DICOMwebClient, destination: DICOMwebClient, *, si
     turns on the OCR check: True for every instance, or the modalities that were routed
     to pixel redaction (e.g. ``{"US", "SC", "OT"}``; other modalities get an empty
     ``pixels_clean``, i.e. not evaluated). ``date_shift`` says whether dates were to be
-    shifted rather than removed. The table is written to ``out_dir / "verification.csv"``.
+    shifted rather than removed. ``all_text`` says the run asked for REDACT_ALL_TEXT:
+    then any word or line an OCR reader reads back fails ``pixels_clean``, not only
+    the source's identifying values. The table is written to ``out_dir / "verification.csv"``.
 
     Raises VerificationError (no PHI in its message) when a store cannot be searched or
     an instance cannot be retrieved; a check that cannot be evaluated on one instance
@@ -182,7 +184,8 @@ def sample_and_verify(source: DICOMwebClient, destination: DICOMwebClient, *, si
                 if redacted:
                     text = read_dest(dest)
                     for one in sources:
-                        reasons, row["ocr_words"] = check_pixels(one, text)
+                        reasons, row["ocr_words"] = check_pixels(one, text,
+                                                                  all_text=all_text)
                         found["pixels_clean"] += reasons
                 for one in sources:
                     header = header_bytes(one, dest)

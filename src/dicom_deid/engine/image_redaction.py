@@ -11,7 +11,10 @@ REDACT_SENSITIVE_TEXT and the instance has pixel data:
    the same for dark text), and text that changes (a clock) shows as the union of its
    states. Three detections whatever the frame count, so a 100-frame cine loop does not
    cost 100 frames of detection;
-3. for REDACT_SENSITIVE_TEXT, keep only the lines that read as PHI (``sensitive_text``);
+   Text is found by a learned detector confirmed by a recogniser, and the frame is
+   read again after painting until the second reader reads nothing (``text_detector``);
+3. for REDACT_SENSITIVE_TEXT, keep only the lines that read as PHI to either reader
+   (``sensitive_text``);
 4. paint the union of boxes on every frame with the photometric's black and re-encode
    (losslessly where the syntax allows, else Explicit VR Little Endian);
 5. set BurnedInAnnotation to NO (not for custom regexes alone: other text stays), and
@@ -33,7 +36,7 @@ from .pixels.grey import to_grey8
 from .pixels.messages import PixelError
 from .plan import ALL_TEXT, SENSITIVE_TEXT, ImagePlan
 from .sensitive_text import sensitive_boxes
-from .text_regions import Box, text_boxes
+from .text_detector import Box, all_text_boxes
 
 _FLOAT_PIXELS = ("FloatPixelData", "DoubleFloatPixelData")
 
@@ -68,7 +71,7 @@ def find_boxes(grey: np.ndarray, plan: ImagePlan, known: dict[str, str]) -> list
     """Boxes to paint, for frames of 8-bit grey shaped (frames, rows, columns)."""
     found: list[Box] = []
     for view in _views(grey):
-        boxes = text_boxes(view)
+        boxes = all_text_boxes(view)
         if plan.mode != ALL_TEXT:
             boxes = sensitive_boxes(view, boxes, known, plan.regexes,
                                     phi=plan.mode == SENSITIVE_TEXT)

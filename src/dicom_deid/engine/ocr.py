@@ -62,27 +62,90 @@ def _api():  # noqa: ANN202 - tesserocr's type
     return api
 
 
-def find_text(grey: np.ndarray, min_confidence: float = 10.0) -> list[TextBox]:
-    """Words in an 8-bit grey image, as boxes, with what Tesseract read."""
+def _words(api, image: Image.Image, min_confidence: float,  # noqa: ANN001 - tesserocr's type
+           scale: float = 1.0) -> list[TextBox]:
+    """The words ``api`` recognises in ``image``, boxes divided by ``scale``."""
     import tesserocr
 
-    api = _api()
-    api.SetImage(Image.fromarray(grey))
-    api.Recognize()
+    api.SetImage(image)
+    if not api.Recognize():
+        return []
     boxes = []
-    iterator = api.GetIterator()
     level = tesserocr.RIL.WORD
+    iterator = api.GetIterator()
+    if iterator is None:
+        return []
     for word in tesserocr.iterate_level(iterator, level):
-        text = (word.GetUTF8Text(level) or "").strip()
+        try:  # tesserocr raises "No text returned" for an empty result
+            text = (word.GetUTF8Text(level) or "").strip()
+        except RuntimeError:
+            continue
         box = word.BoundingBox(level)
         if not text or box is None:
             continue
         confidence = word.Confidence(level)
         if confidence < min_confidence or not any(c.isalnum() for c in text):
             continue
-        left, top, right, bottom = box
+        left, top, right, bottom = (int(round(v / scale)) for v in box)
         boxes.append(TextBox(left, top, right, bottom, text, confidence))
     return boxes
+
+
+def find_text(grey: np.ndarray, min_confidence: float = 10.0) -> list[TextBox]:
+    """Words in an 8-bit grey image, as boxes, with what Tesseract read (sparse text)."""
+    return _words(_api(), Image.fromarray(grey), min_confidence)
+
+
+#: Page segmentation modes ``read_all`` reads in: sparse text (11), one uniform block
+#: (6) and automatic layout (3). Each finds words the others drop: sparse text reads
+#: scattered annotations, the block mode reads lines crowded at an edge, the automatic
+#: layout reads columns.
+READ_ALL_MODES = (11, 6, 3)
+_UPSCALE_BELOW = 1024  # frames whose longer side is at most this are also read at 2x
+
+
+#: What counts as a word read back when judging a redacted frame: Tesseract's confidence
+#: for text a person reads is 85-96; on tissue, painted boxes and their corners it
+#: makes up single characters at up to 90 and two-letter words at up to ~76 (measured
+#: on the real corpus, ``bench/text_regions_recall.py --real``).
+JUDGE_CONFIDENCE = 80.0
+JUDGE_MIN_CHARS = 2
+
+
+def read_all(grey: np.ndarray, *, min_confidence: float = 50.0, min_chars: int = 1,
+             modes: tuple[int, ...] = READ_ALL_MODES, upscale: bool = True) -> list[TextBox]:
+    """Every word Tesseract reads in an 8-bit grey frame, read hard: the union of the
+    words of each page segmentation mode in ``modes``, on the frame and (frames up to
+    1024 px, ``upscale``) on the frame at twice its size (Tesseract wants glyphs ~20 px
+    high; annotations are often 8-12 px). Words with fewer than ``min_chars`` letters
+    or digits are left out. For judging a redacted frame (with ``JUDGE_CONFIDENCE`` and
+    ``JUDGE_MIN_CHARS``), not for redacting: it costs several page reads. Boxes are in
+    the frame's pixels.
+    """
+    import tesserocr
+
+    grey = np.ascontiguousarray(grey, dtype=np.uint8)
+    if grey.ndim != 2 or min(grey.shape) < 4:
+        return []
+    image = Image.fromarray(grey)
+    images = [(image, 1.0)]
+    if upscale and max(image.size) <= _UPSCALE_BELOW:
+        images.append((image.resize((image.width * 2, image.height * 2),
+                                    Image.Resampling.LANCZOS), 2.0))
+    api = _api()
+    found: dict[tuple[int, int, int, int, str], TextBox] = {}
+    try:
+        for mode in modes:
+            api.SetPageSegMode(mode)
+            for variant, scale in images:
+                for word in _words(api, variant, min_confidence, scale):
+                    if sum(c.isalnum() for c in word.text) < min_chars:
+                        continue
+                    key = (word.left, word.top, word.right, word.bottom, word.text)
+                    found.setdefault(key, word)
+    finally:
+        api.SetPageSegMode(tesserocr.PSM.SPARSE_TEXT)
+    return list(found.values())
 
 
 def read_line(grey: np.ndarray, *, smooth: float = 0.7, height: int = 40) -> tuple[str, float]:
@@ -120,3 +183,32 @@ def read_line(grey: np.ndarray, *, smooth: float = 0.7, height: int = 40) -> tup
     finally:
         api.SetPageSegMode(tesserocr.PSM.SPARSE_TEXT)
     return text, confidence
+
+
+def read_back(words: list[TextBox], grey: np.ndarray | None = None) -> list[TextBox]:
+    """The words that count as text read back on a redacted frame (JUDGE_*).
+
+    With the frame (``grey``) a word counts only if it reads again on its own: read
+    hard, Tesseract also makes up confident short words in ultrasound speckle and
+    tissue (``re`` at 95, ``he`` at 80, 6-30 px high, measured on the real corpus),
+    which a second look at the word's crop, by Tesseract as one line or by the
+    RapidOCR recogniser, does not read again; a word a person can read, does.
+    """
+    judged = [w for w in words if w.confidence >= JUDGE_CONFIDENCE
+              and sum(c.isalnum() for c in w.text) >= JUDGE_MIN_CHARS]
+    if grey is None or not judged:
+        return judged
+    return [w for w in judged if _reads_again(grey, w)]
+
+
+def _reads_again(grey: np.ndarray, word: TextBox) -> bool:
+    pad = max(2, (word.bottom - word.top) // 3)
+    height, width = grey.shape
+    box = (max(0, word.left - pad), max(0, word.top - pad), min(width, word.right + pad),
+           min(height, word.bottom + pad))
+    text, confidence = read_line(grey[box[1]:box[3], box[0]:box[2]])
+    if confidence >= JUDGE_CONFIDENCE and sum(c.isalnum() for c in text) >= JUDGE_MIN_CHARS:
+        return True
+    from . import ocr_rapid
+
+    return ocr_rapid.available() and ocr_rapid.reads(grey, box, min_chars=JUDGE_MIN_CHARS)

@@ -1,6 +1,6 @@
 """Which lines of burned-in text are PHI (REDACT_SENSITIVE_TEXT and ``customRegexes``).
 
-Each line the shape finder (``text_regions``) found is read with Tesseract and judged
+Each line the text finder (``text_detector``) found is read with both readers and judged
 by the same detectors that clean free text in attributes (``infotypes``: names, dates,
 ages, phone numbers, IDs, locations...), by the instance's own identifying values, and
 by the config's custom regexes. Two choices keep the error on the safe side:
@@ -23,9 +23,10 @@ import re
 
 import numpy as np
 
-from . import infotypes
+from . import infotypes, ocr_rapid
 from .fuzzy import fuzzy_in
 from .ocr import read_line
+from .ocr_rapid import recognise
 from .plan import CustomRegex
 from .text_regions import Box
 
@@ -100,22 +101,29 @@ def sensitive_boxes(grey: np.ndarray, boxes: list[Box], known: dict[str, str],
                     regexes: tuple[CustomRegex, ...] = (), *, phi: bool = True) -> list[Box]:
     """The boxes among ``boxes`` whose text is PHI or could not be read well enough.
 
+    Each line is read by both readers: Tesseract (as one line) and the RapidOCR
+    recogniser, whose line-level reading keeps a ``Surname,Given`` or a ``7/5/1995``
+    whole where Tesseract splits or misreads it. A line is PHI if either reading is;
+    it stays only if neither is and one of them reads it well enough (``keeps``).
+
     With ``phi=False`` (custom regexes in a mode that keeps text) only lines a regex
     matches are returned: the user asked for those patterns, not for all unread text.
     """
+    second = recognise(grey, boxes) if ocr_rapid.available() else [("", 0.0)] * len(boxes)
     out = []
-    for box in boxes:
+    for box, (rapid, rapid_confidence) in zip(boxes, second, strict=True):
         left, top, right, bottom = box
         crop = grey[top:bottom, left:right]
         text, confidence = read_line(crop)
+        readings = ((text, confidence), (rapid, 100.0 * rapid_confidence))
         if not phi:
-            if any(r.matches(text) for r in regexes):
+            if any(r.matches(t) for t, _ in readings for r in regexes):
                 out.append(box)
             continue
-        if is_sensitive(text, known, regexes):
+        if any(is_sensitive(t, known, regexes) for t, _ in readings):
             out.append(box)
             continue
-        if keeps(text, confidence, known, regexes):
+        if any(keeps(t, c, known, regexes) for t, c in readings):
             continue
         # Unsure: a second, sharper and larger reading decides (small text on noise).
         text, confidence = read_line(crop, smooth=0.0, height=60)
