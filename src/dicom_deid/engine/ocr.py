@@ -49,12 +49,32 @@ def tessdata() -> str:
     return os.path.dirname(found[-1])
 
 
+def _quiet_leptonica(module_file: str) -> None:
+    """Silence Leptonica, which Tesseract calls with boxes at a frame's edge and which
+    then writes "Error in boxClipToRectangle: box outside rectangle" to stderr for every
+    such box: noise in every task log that says nothing is wrong (the words are still
+    read). The tesserocr wheel ships its own Leptonica; its message severity is set to
+    none (L_SEVERITY_NONE = 6). A system tesserocr without that copy stays as it is."""
+    import ctypes
+    import glob
+    import os
+
+    libs = os.path.join(os.path.dirname(os.path.dirname(module_file)), "tesserocr.libs")
+    for path in glob.glob(os.path.join(libs, "libleptonica*")) or glob.glob(
+            os.path.join(libs, "liblept*")):
+        try:
+            ctypes.CDLL(path).setMsgSeverity(6)
+        except (OSError, AttributeError):
+            continue
+
+
 def _api():  # noqa: ANN202 - tesserocr's type
     """This thread's Tesseract engine (one per thread: the API is not thread-safe)."""
     api = getattr(_local, "api", None)
     if api is None:
         import tesserocr
 
+        _quiet_leptonica(tesserocr.__file__)
         api = tesserocr.PyTessBaseAPI(path=tessdata(), lang="eng",
                                       psm=tesserocr.PSM.SPARSE_TEXT,
                                       oem=tesserocr.OEM.LSTM_ONLY)
