@@ -24,8 +24,8 @@ The detector judges a glyph by its surroundings: a lone letter next to an icon o
 scale bar, rotated text along a calliper, is often seen only once what is around it is
 painted. So the found regions are painted and the frame is read again by the second
 reader as the pipeline's verification reads it (the frame and twice its size), up to
-twice, until it reads nothing: REDACT_ALL_TEXT does not hand on a frame its own
-second reader still reads text on.
+twice, until it reads nothing. A frame where nothing was found is not read again:
+its context did not change (text-free CT and MR, most of a store, cost one look).
 
 Frames are given to the detector so that their shorter side is 736 px (the model's
 default), at most twice enlarged (larger factors make letters of tissue texture) and
@@ -55,9 +55,11 @@ _LINE_SCORE = 0.7
 #: The detector marks the shrunk core of a line; its boxes are grown like DBNet's own
 #: post-processing (offset = area x ratio / perimeter).
 _UNCLIP = 1.6
-#: A line is at most this part of the frame's shorter side high (``ocr_rapid``): the
-#: detector separates lines, so anything taller is a blob (tissue it took for text, a
-#: drawing, a phantom whose two holes read as an "8" at 0.99).
+#: A detector line is at most this part of the frame's shorter side high: the detector
+#: separates lines, so anything taller is a blob for the recogniser to judge (tissue it
+#: took for text, a drawing, a phantom whose two dark holes it takes for "oo"), which
+#: reads nothing in a box higher than ``ocr_rapid.LINE_SHARE`` (a phantom read as "8").
+_DETECTED_LINE_SHARE = 0.15
 _MIN_READ = 6
 #: What the recogniser must read for a region to be text, by the number of ASCII
 #: letters and digits read: tissue reads as a character or two at up to 0.73, a lone
@@ -104,7 +106,7 @@ def detected_lines(prob: np.ndarray) -> tuple[list[Box], list[Box]]:
                min(height, y + h + grow))
         # one or two glyphs (w < 2h) are what tissue specks look like too: read them
         line = (area >= _LINE_FILL * w * h and score[i] >= _LINE_SCORE and w >= 2 * h
-                and h <= LINE_SHARE * min(height, width))
+                and h <= _DETECTED_LINE_SHARE * min(height, width))
         (lines if line else blobs).append(box)
     return lines, blobs
 
@@ -168,6 +170,8 @@ def all_text_boxes(grey: np.ndarray, rounds: int = _ROUNDS) -> list[Box]:
     painted = grey.copy()
     fresh = found
     for _ in range(rounds - 1):
+        if not fresh:  # nothing painted: the detector's context is as it was
+            break
         for left, top, right, bottom in fresh:
             painted[top:bottom, left:right] = 0
         fresh = [box for box in _read_again(painted) if _covered(box, found) < 0.9]
