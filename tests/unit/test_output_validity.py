@@ -193,7 +193,7 @@ def explained(path: Path, reasons: set[str], readable: tuple[bool, bool]) -> boo
         warnings.simplefilter("ignore")  # the invalid UID itself, which is the point
         ds = pydicom.dcmread(path, force=True)
         value = ds.get(match.group(1))
-    return value is None or not UID(str(value)).is_valid
+        return value is None or not UID(str(value)).is_valid
 
 
 def test_every_readable_file_is_deidentified(results: list[FileResult]) -> None:
