@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from dicom_deid.engine import iod_types  # noqa: E402
-from dicom_deid.engine.decisions import minimal_keep_list  # noqa: E402
+from dicom_deid.engine.decisions import _exact_tag, minimal_keep_list  # noqa: E402
 from dicom_deid.engine.ps315 import table  # noqa: E402
 
 STANDARD = Path(highdicom.__file__).parent / "_standard"
@@ -87,13 +87,7 @@ def _removable() -> set[int]:
 
 def _ruled() -> set[int]:
     """Exact tags the table has a row for (whatever its action)."""
-    out = set()
-    for rule in table().rules:
-        try:
-            out.add(int(rule.tag.strip("()").replace(",", ""), 16))
-        except ValueError:
-            continue
-    return out
+    return {tag for rule in table().rules if (tag := _exact_tag(rule.tag)) is not None}
 
 
 def _repeating(tag: int) -> bool:

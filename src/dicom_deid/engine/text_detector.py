@@ -39,8 +39,7 @@ import cv2
 import numpy as np
 
 from .ocr_rapid import LINE_SHARE, engine, lone_stroke, read_back, read_lines, recognise
-
-Box = tuple[int, int, int, int]  # left, top, right, bottom (exclusive)
+from .text_regions import Box, text_boxes
 
 _TARGET_SHORT = 736
 _MAX_ENLARGE = 2.0
@@ -154,8 +153,6 @@ def all_text_boxes(grey: np.ndarray, rounds: int = _ROUNDS) -> list[Box]:
     with what was found and looked at again, up to ``rounds`` times, until a look
     finds nothing new.
     """
-    from .text_regions import text_boxes
-
     grey = np.ascontiguousarray(grey, dtype=np.uint8)
     if grey.ndim != 2 or min(grey.shape) < 8:
         return []
