@@ -4,9 +4,11 @@ The images are the real-world corpus (``dicom_deid.corpus.realworld``) frames on
 a reader finds text. Each word read on the input (Tesseract words, read hard, and the
 words of RapidOCR's lines) is labelled:
 
-* PHI: it matches one of the instance's own identifying values (names, IDs, the birth
-  date in the usual written forms: ``engine.identifiers``), or it has the shape of a
-  date (``7/5/1995``, ``1995-07-05``, ``05.07.1995``, ``05-JUL-1995``);
+* PHI: it is, holds or is a piece of one of the instance's own identifying values
+  (names, IDs, the birth date in the usual written forms: ``engine.identifiers``), it
+  holds a date (``7/5/1995``, ``1995-07-05``, ``05.07.1995``, ``05-JUL-1995``, also
+  glued to a time as RapidOCR reads ``03/02/201705:24:57PM``), or a run of six digits
+  or more (an ID, whether or not the header holds it);
 * other: everything else (measurements, labels, vendor text, orientation markers).
 
 After de-identification with the basic profile and ``REDACT_SENSITIVE_TEXT`` the same
@@ -41,9 +43,10 @@ from dicom_deid.engine.instance import deidentify_bytes  # noqa: E402
 from dicom_deid.engine.pixels.grey import frame_grey8  # noqa: E402
 from dicom_deid.engine.plan import build_plan  # noqa: E402
 
-DATE = re.compile(r"\b(\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}|\d{4}[/.\-]\d{1,2}[/.\-]\d{1,2}"
+DATE = re.compile(r"(?<!\d)(\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}|\d{4}[/.\-]\d{1,2}[/.\-]\d{1,2}"
                   r"|\d{1,2}[\-\s]?(JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)"
-                  r"[A-Z]*[\-\s]?\d{2,4})\b", re.IGNORECASE)
+                  r"[A-Z]*[\-\s]?\d{2,4})", re.IGNORECASE)
+ID = re.compile(r"\d{6,}")
 CONFIG = {"dicom": {"filterProfile": "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"},
           "image": {"textRedactionMode": "REDACT_SENSITIVE_TEXT"}}
 
@@ -67,10 +70,11 @@ def _words(grey: np.ndarray) -> list[str]:
 
 
 def _is_phi(word: str, known: dict[str, str]) -> bool:
-    if DATE.search(word):
+    if DATE.search(word) or ID.search(word):
         return True
     flat = _alnum(word)
-    return any(len(v) >= 3 and (flat == v or (len(flat) >= 4 and fuzzy_in(flat, v, 0)))
+    return any(len(v) >= 3 and (flat == v or (len(flat) >= 4 and fuzzy_in(flat, v, 0))
+                                or (len(v) >= 4 and v in flat))
                for v in {_alnum(k) for k in known})
 
 

@@ -23,7 +23,7 @@ import re
 
 import numpy as np
 
-from . import infotypes, ocr_rapid
+from . import infotypes, ocr_rapid, text_split
 from .fuzzy import fuzzy_in
 from .ocr import read_line
 from .ocr_rapid import recognise
@@ -42,8 +42,10 @@ _MEASUREMENT_TOKEN = re.compile(
 _AS_DIGIT = str.maketrans("OoDQlI|SB", "000011158")
 _MIN_MEASUREMENT_CONFIDENCE = 10.0
 # Dates as OCR reads them: a character lost or misread still leaves digit groups
-# joined by date separators (``03/07/202``), which no measurement looks like.
-_PARTIAL_DATE = re.compile(r"\d{1,4}\s?[/.\-]\s?\d{1,2}\s?[/.\-]\s?\d{1,4}")
+# joined by one kind of date separator (``03/07/202``), or a doubled separator where a
+# digit was lost (``3//91``); no measurement looks like that (``1.1/1.06`` mixes them).
+_PARTIAL_DATE = re.compile(r"\d{1,4}\s?([/.\-])\s?\d{1,2}\s?\1\s?\d{2,4}"
+                           r"|\d{1,2}\s?([/.\-])\2\s?\d{2,4}")
 
 
 def _alnum(text: str) -> str:
@@ -59,6 +61,20 @@ def is_sensitive(text: str, known: dict[str, str], regexes: tuple[CustomRegex, .
     # one edit per six characters, at least one: OCR reads ``LI`` as ``U``
     return any(fuzzy_in(value, flat, max(1, len(value) // 6))
                for value in {_alnum(v) for v in known} if len(value) >= 4)
+
+
+def part_of_known(text: str, known: dict[str, str]) -> bool:
+    """Whether a word of ``text`` is a word of one of the instance's own values, or a
+    piece of one: an institution's name burned in on two lines (``PHILIPS`` over
+    ``Healthcare``), a name cut off at the image's edge (``CLEVELAN..``). Words of four
+    characters or more, one misread character in six forgiven."""
+    parts = {w for v in known for w in re.split(r"[^0-9A-Z]+", v.upper()) if len(w) >= 4}
+    for token in re.split(r"[^0-9A-Z]+", text.upper()):
+        if len(token) >= 4 and any(
+                fuzzy_in(token, part, len(token) // 6) for part in parts
+                if len(part) >= len(token)):
+            return True
+    return False
 
 
 def _token(word: str) -> str:
@@ -97,36 +113,91 @@ def keeps(text: str, confidence: float, known: dict[str, str],
         confidence >= _MIN_MEASUREMENT_CONFIDENCE and _measurement(text))
 
 
+Reading = tuple[tuple[str, float], tuple[str, float]]  # (Tesseract, RapidOCR), 0-100
+
+
+def _read(grey: np.ndarray, boxes: list[Box]) -> list[Reading]:
+    """Each box read by both readers: Tesseract as one line, and the RapidOCR
+    recogniser, whose reading keeps a ``Surname,Given`` or a ``7/5/1995`` whole where
+    Tesseract splits or misreads it."""
+    second = recognise(grey, boxes) if ocr_rapid.available() else [("", 0.0)] * len(boxes)
+    out = []
+    for (left, top, right, bottom), (rapid, rapid_confidence) in zip(boxes, second,
+                                                                     strict=True):
+        out.append((read_line(grey[top:bottom, left:right]), (rapid, 100.0 * rapid_confidence)))
+    return out
+
+
+def _verdict(grey: np.ndarray, box: Box, reading: Reading, known: dict[str, str],
+             regexes: tuple[CustomRegex, ...]) -> str:
+    """``phi``, ``keep`` or ``unsure`` (neither reader reads it well enough)."""
+    if any(is_sensitive(t, known, regexes) or part_of_known(t, known) for t, _ in reading):
+        return "phi"
+    if any(keeps(t, c, known, regexes) for t, c in reading):
+        return "keep"
+    # Unsure: a second, sharper and larger reading decides (small text on noise).
+    left, top, right, bottom = box
+    text, confidence = read_line(grey[top:bottom, left:right], smooth=0.0, height=60)
+    if is_sensitive(text, known, regexes) or part_of_known(text, known):
+        return "phi"
+    return "keep" if keeps(text, confidence, known, regexes) else "unsure"
+
+
+def _span_text(reading: Reading, known: dict[str, str]) -> set[str]:
+    """The identifying parts of a line, as either reader read it (letters and digits)."""
+    out = set()
+    for text, _ in reading:
+        out.update(_alnum(text[s.start:s.end]) for s in infotypes.find(text, known))
+    return {t for t in out if t}
+
+
+def _phi_words(grey: np.ndarray, line: Box, reading: Reading, known: dict[str, str],
+               regexes: tuple[CustomRegex, ...]) -> list[Box]:
+    """What to paint of a line judged PHI: its words that are PHI, part of what made
+    the line PHI, or unread; the whole line when no word alone shows where the PHI is
+    (a name only recognisable as a whole, a split the readers do not agree with)."""
+    pieces = text_split.words(grey, line)
+    if len(pieces) < 2:
+        return [line]
+    spans = _span_text(reading, known)
+    out, located = [], False
+    for piece, piece_reading in zip(pieces, _read(grey, pieces), strict=True):
+        flat = [_alnum(t) for t, _ in piece_reading]
+        if any(len(f) >= 2 and any(f in span for span in spans) for f in flat):
+            out.append(piece)
+            located = True
+            continue
+        verdict = _verdict(grey, piece, piece_reading, known, regexes)
+        if verdict == "phi":
+            located = True
+        if verdict != "keep":
+            out.append(piece)
+    return out if located else [line]
+
+
 def sensitive_boxes(grey: np.ndarray, boxes: list[Box], known: dict[str, str],
                     regexes: tuple[CustomRegex, ...] = (), *, phi: bool = True) -> list[Box]:
-    """The boxes among ``boxes`` whose text is PHI or could not be read well enough.
+    """The parts of ``boxes`` whose text is PHI or could not be read well enough.
 
-    Each line is read by both readers: Tesseract (as one line) and the RapidOCR
-    recogniser, whose line-level reading keeps a ``Surname,Given`` or a ``7/5/1995``
-    whole where Tesseract splits or misreads it. A line is PHI if either reading is;
-    it stays only if neither is and one of them reads it well enough (``keeps``).
+    Each box is cut into its lines (``text_split``), and each line is read by both
+    readers. A line is PHI if either reading is; it stays only if neither is and one of
+    them reads it well enough (``keeps``). Of a PHI line, only the words that carry
+    the PHI (and words neither reader can read) are painted when the line's gaps show
+    where they are, so ``DOB:`` or a measurement beside a date stays readable.
 
     With ``phi=False`` (custom regexes in a mode that keeps text) only lines a regex
     matches are returned: the user asked for those patterns, not for all unread text.
     """
-    second = recognise(grey, boxes) if ocr_rapid.available() else [("", 0.0)] * len(boxes)
-    out = []
-    for box, (rapid, rapid_confidence) in zip(boxes, second, strict=True):
-        left, top, right, bottom = box
-        crop = grey[top:bottom, left:right]
-        text, confidence = read_line(crop)
-        readings = ((text, confidence), (rapid, 100.0 * rapid_confidence))
+    lines = [line for box in boxes for line in text_split.lines(grey, box)]
+    out: list[Box] = []
+    for line, reading in zip(lines, _read(grey, lines), strict=True):
         if not phi:
-            if any(r.matches(t) for t, _ in readings for r in regexes):
-                out.append(box)
+            if any(r.matches(t) for t, _ in reading for r in regexes):
+                out.append(line)
             continue
-        if any(is_sensitive(t, known, regexes) for t, _ in readings):
-            out.append(box)
-            continue
-        if any(keeps(t, c, known, regexes) for t, c in readings):
-            continue
-        # Unsure: a second, sharper and larger reading decides (small text on noise).
-        text, confidence = read_line(crop, smooth=0.0, height=60)
-        if not keeps(text, confidence, known, regexes):
-            out.append(box)
+        verdict = _verdict(grey, line, reading, known, regexes)
+        if verdict == "phi":
+            out.extend(_phi_words(grey, line, reading, known, regexes))
+        elif verdict == "unsure":
+            out.append(line)
     return out
