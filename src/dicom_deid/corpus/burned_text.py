@@ -20,17 +20,28 @@ from PIL import Image, ImageDraw, ImageFont
 
 _PHI = ("SYNTHETIC^ALPHA", "PHANTOM, BRAVO", "DOB 1961-04-12", "MRN 48213377",
         "ACC A1029384", "ST MARY CLINIC", "03/07/2021 14:22", "ID 7721-3340")
+_LABELS = ("DOB ", "MRN ", "ACC ", "ID ")
 _MEASURES = ("4.2 cm", "HR 72", "TI 0.4", "MI 1.1", "L 3.18 cm", "R", "L", "5 MHz",
              "GAIN 52", "DR 60")
 
 
 @dataclass(frozen=True)
 class TextRegion:
-    """One drawn string: its text, its box (left, top, right, bottom), PHI or not."""
+    """One drawn string: its text, its box (left, top, right, bottom), PHI or not.
+
+    ``value_box`` is the box of what identifies in a PHI string, without its label
+    (``DOB``, ``MRN``...): the label is not PHI, and REDACT_SENSITIVE_TEXT may keep it.
+    """
 
     text: str
     box: tuple[int, int, int, int]
     phi: bool
+    value_box: tuple[int, int, int, int] | None = None
+
+    @property
+    def identifying(self) -> tuple[int, int, int, int]:
+        """The box that must be painted when the string is PHI."""
+        return self.value_box or self.box
 
 
 @lru_cache(maxsize=1)
@@ -54,6 +65,18 @@ def _background(rng: np.random.Generator, kind: str, height: int, width: int) ->
         fan = np.clip(1.2 - np.hypot((xx - width / 2) / width, yy / height) * 1.4, 0, 1)
         return speckle * fan
     return rng.normal(40.0, 12.0, (height, width))  # "noise"
+
+
+def _value_box(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont, x: int,
+               y: int, box: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
+    """The box of ``text`` drawn at (x, y) without its leading label, if it has one."""
+    label = next((p for p in _LABELS if text.startswith(p)), None)
+    if label is None:
+        return None
+    left, top, right, bottom = draw.textbbox((x + draw.textlength(label, font=font), y),
+                                             text[len(label):], font=font)
+    return (max(box[0], int(left)), max(box[1], int(top)),
+            min(box[2], int(np.ceil(right))), min(box[3], int(np.ceil(bottom))))
 
 
 def text_image(seed: int, width: int = 640, height: int = 480, *,
@@ -93,5 +116,5 @@ def text_image(seed: int, width: int = 640, height: int = 480, *,
         if under + delta > 255 or (under > 128 and rng.random() < 0.5):
             delta = -delta
         base = base + layer * delta
-        regions.append(TextRegion(text, box, phi))
+        regions.append(TextRegion(text, box, phi, _value_box(draw, text, font, x, y, box)))
     return np.clip(base, 0, 255).astype(np.uint8), regions

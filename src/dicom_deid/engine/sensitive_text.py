@@ -48,6 +48,11 @@ _PARTIAL_DATE = re.compile(r"\d{1,4}\s?([/.\-])\s?\d{1,2}\s?\1\s?\d{2,4}"
                            r"|\d{1,2}\s?([/.\-])\2\s?\d{2,4}")
 
 
+# A time of day (``14:22``, ``05:24:57PM``): beside a date it is the rest of a
+# timestamp (the study's or the acquisition's), identifying as the date is.
+_TIME = re.compile(r"(?<!\d)\d{1,2}:\d{2}(?::\d{2})?")
+
+
 def _alnum(text: str) -> str:
     return "".join(c for c in text.upper() if c.isalnum())
 
@@ -154,16 +159,19 @@ def _span_text(reading: Reading, known: dict[str, str]) -> set[str]:
 def _phi_words(grey: np.ndarray, line: Box, reading: Reading, known: dict[str, str],
                regexes: tuple[CustomRegex, ...]) -> list[Box]:
     """What to paint of a line judged PHI: its words that are PHI, part of what made
-    the line PHI, or unread; the whole line when no word alone shows where the PHI is
-    (a name only recognisable as a whole, a split the readers do not agree with)."""
+    the line PHI, a time beside a date, or unread; the whole line when no word alone
+    shows where the PHI is (a name only recognisable as a whole, a split the readers
+    do not agree with)."""
     pieces = text_split.words(grey, line)
     if len(pieces) < 2:
         return [line]
     spans = _span_text(reading, known)
+    dated = any(_PARTIAL_DATE.search(t) for t, _ in reading)
     out, located = [], False
     for piece, piece_reading in zip(pieces, _read(grey, pieces), strict=True):
         flat = [_alnum(t) for t, _ in piece_reading]
-        if any(len(f) >= 2 and any(f in span for span in spans) for f in flat):
+        if any(len(f) >= 2 and any(f in span for span in spans) for f in flat) or (
+                dated and any(_TIME.search(t) for t, _ in piece_reading)):
             out.append(piece)
             located = True
             continue
