@@ -366,13 +366,15 @@ def make_inputs(case: Case, seeds: list[int], work: Path) -> Inputs:
         path = work / f"{case.key}-{seed}.dcm"
         path.write_bytes(buf.getvalue())
         out.files.append(path)
-        out.regions.append([(r.box, r.phi) for r in inst.regions])
+        out.regions.append([(r.box, r.phi, r.identifying) for r in inst.regions])
         out.bytes += len(buf.getvalue())
     return out
 
 
 def coverage(boxes: list[list[int]] | None, regions: list) -> tuple[int, ...]:
-    """Strings (fully covered, touched, all), then PHI strings (fully, touched, all)."""
+    """Strings (fully covered, touched, all), then PHI strings (fully, touched, all); a
+    PHI string counts as fully covered when what identifies in it is (its label, such
+    as ``DOB``, may stay)."""
     if boxes is None:
         return 0, 0, 0, 0, 0, 0
     import numpy as np
@@ -383,10 +385,11 @@ def coverage(boxes: list[list[int]] | None, regions: list) -> tuple[int, ...]:
     for left, top, right, bottom in boxes:
         mask[max(0, top):max(0, bottom), max(0, left):max(0, right)] = True
     seen = [(bool(mask[top:bottom, left:right].all()), bool(mask[top:bottom, left:right].any()),
-             phi) for (left, top, right, bottom), phi in regions]
-    return (sum(f for f, _, _ in seen), sum(t for _, t, _ in seen), len(seen),
-            sum(f for f, _, p in seen if p), sum(t for _, t, p in seen if p),
-            sum(p for _, _, p in seen))
+             phi, bool(mask[value[1]:value[3], value[0]:value[2]].all()))
+            for (left, top, right, bottom), phi, value in regions]
+    return (sum(f for f, _, _, _ in seen), sum(t for _, t, _, _ in seen), len(seen),
+            sum(v for _, _, p, v in seen if p), sum(t for _, t, p, _ in seen if p),
+            sum(p for _, _, p, _ in seen))
 
 
 def run_worker(label: str, inputs: Inputs, warm: Path | None, args: argparse.Namespace,

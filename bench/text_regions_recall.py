@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -180,7 +181,10 @@ def main() -> None:
             boxes = find_boxes(image[None], ImagePlan(SENSITIVE_TEXT), ids)
             seconds[SENSITIVE_TEXT] += time.perf_counter() - start
             covered, touched, _ = coverage(image.shape, boxes, regions)
-            phi += [c for c, r in zip(covered, regions, strict=True) if r.phi]
+            # what identifies in a PHI string must be covered; its label may stay
+            values, _, _ = coverage(image.shape, boxes,
+                                    [replace(r, box=r.identifying) for r in regions])
+            phi += [c for c, r in zip(values, regions, strict=True) if r.phi]
             kept += [not t for t, r in zip(touched, regions, strict=True) if not r.phi]
             if args.ocr:
                 words = [(b.left - 3, b.top - 3, b.right + 3, b.bottom + 3)

@@ -116,7 +116,8 @@ def test_cli_redacts_burned_in_text_and_fails_a_bad_image_alone(tmp_path: Path) 
     frame = ds.pixel_array
     phi = [r for r in good.regions if r.phi]
     black = frame.min()  # MONOCHROME2 is painted with the image's own minimum
-    assert phi and all((frame[r.box[1]:r.box[3], r.box[0]:r.box[2]] == black).all()
+    assert phi and all((frame[r.identifying[1]:r.identifying[3],
+                              r.identifying[0]:r.identifying[2]] == black).all()
                        for r in phi)
     outputs = out.read_bytes() + run.stdout.encode() + run.stderr.encode() + \
         (tmp_path / "dst.report.json").read_bytes()
