@@ -558,12 +558,12 @@ def _garbage_jpeg() -> bytes:
     return _bytes(ds)
 
 
-def _float_pixels() -> bytes:
+def _float_short() -> bytes:
     ds = burned_instance(0, modality="OT").dataset
     del ds.PixelData
-    ds.BitsAllocated = ds.BitsStored = 32
-    ds.HighBit = 31
-    ds.FloatPixelData = np.linspace(0, 1, 480 * 640, dtype="<f4").tobytes()
+    ds.BitsAllocated = 32
+    del ds.BitsStored, ds.HighBit, ds.PixelRepresentation
+    ds.FloatPixelData = np.linspace(0, 1, 480 * 64, dtype="<f4").tobytes()  # a tenth
     return _bytes(ds)
 
 
@@ -575,7 +575,7 @@ def _phi_photometric() -> bytes:
     return _bytes(ds)
 
 
-@pytest.mark.parametrize("make", [_truncated, _unknown_syntax, _garbage_jpeg, _float_pixels,
+@pytest.mark.parametrize("make", [_truncated, _unknown_syntax, _garbage_jpeg, _float_short,
                                   _phi_photometric],
                          ids=lambda f: f.__name__.strip("_"))
 def test_bad_pixel_data_is_refused_without_quoting_phi(make) -> None:
@@ -586,6 +586,34 @@ def test_bad_pixel_data_is_refused_without_quoting_phi(make) -> None:
     assert message.startswith(("pixel decode failed", "pixel encode failed")), message
     quoted = [v for v in PHI_VALUES.values() if v in message or _alnum(v) in _alnum(message)]
     assert not quoted, message
+
+
+@pytest.mark.parametrize("kind", ["f4", "f8"])
+def test_float_pixel_data_is_searched_and_painted(kind: str) -> None:
+    """Float and Double Float Pixel Data (parametric maps): text drawn as the map's
+    extreme values is painted with its finite minimum; the rest of the map, NaNs
+    included, is left as it was, and the output keeps its float element."""
+    bi = burned_instance(3, modality="OT", background="noise")
+    ds = bi.dataset
+    grey = _frames(ds)[0, ..., 0].astype(np.float64)
+    values = (grey / 255.0 * 7.5 - 2.0).astype(kind)
+    values[0, :8] = np.nan  # a map's undefined pixels, away from the text
+    keyword = "FloatPixelData" if kind == "f4" else "DoubleFloatPixelData"
+    del ds.PixelData, ds.BitsStored, ds.HighBit, ds.PixelRepresentation
+    ds.BitsAllocated = 32 if kind == "f4" else 64
+    setattr(ds, keyword, values.astype("<" + kind).tobytes())
+    out, _ = deidentify_bytes(_bytes(ds), _plan("REDACT_ALL_TEXT", BASIC))
+    result = _read(out)
+    assert keyword in result and "PixelData" not in result
+    after = np.frombuffer(result[keyword].value, dtype="<" + kind).reshape(values.shape)
+    fill = np.nanmin(values)
+    missed = [r.text for r in bi.regions
+              if not (after[r.box[1]:r.box[3], r.box[0]:r.box[2]] == fill).all()]
+    assert not missed, missed
+    changed = ~((after == values) | (np.isnan(after) & np.isnan(values)))
+    assert float((changed & ~_truth(values.shape, bi)).mean()) < 0.03
+    assert np.isnan(after[0, :8]).all()
+    assert result.BurnedInAnnotation == "NO"
 
 
 # ------------------------------------------------------------------------ 7. overlays

@@ -29,16 +29,14 @@ from __future__ import annotations
 import numpy as np
 from pydicom.dataset import Dataset
 
+from .pixels import floats
 from .pixels.decode import decode, photometric_after_decode
 from .pixels.encode import encode
 from .pixels.fill import fill_value
 from .pixels.grey import to_grey8
-from .pixels.messages import PixelError
 from .plan import ALL_TEXT, SENSITIVE_TEXT, ImagePlan
 from .sensitive_text import sensitive_boxes
 from .text_detector import Box, all_text_boxes
-
-_FLOAT_PIXELS = ("FloatPixelData", "DoubleFloatPixelData")
 
 
 def _views(grey: np.ndarray) -> list[np.ndarray]:
@@ -86,6 +84,20 @@ def _drop_overlays(ds: Dataset) -> None:
             del ds[tag]
 
 
+def _redact_floats(ds: Dataset, key: str, plan: ImagePlan, known: dict[str, str]
+                   ) -> list[Box]:
+    """Float or double pixel data: found and painted as integer frames are
+    (``pixels.floats``), written back in place (always native)."""
+    frames = floats.decode_floats(ds, key)
+    boxes = find_boxes(floats.grey8(frames), plan, known)
+    if boxes:
+        value = floats.fill(frames)
+        for left, top, right, bottom in boxes:
+            frames[:, top:bottom, left:right] = value
+        floats.encode_floats(ds, key, frames)
+    return boxes
+
+
 def redact_pixels(ds: Dataset, plan: ImagePlan, known: dict[str, str]) -> int:
     """Find and paint burned-in text in ``ds`` in place; the number of boxes painted.
 
@@ -94,20 +106,22 @@ def redact_pixels(ds: Dataset, plan: ImagePlan, known: dict[str, str]) -> int:
     """
     if not plan.redacts:
         return 0
-    if any(keyword in ds for keyword in _FLOAT_PIXELS):
-        raise PixelError("float pixel data cannot be searched for burned-in text")
     _drop_overlays(ds)
     if "IconImageSequence" in ds:  # a thumbnail of the same pixels, text included
         del ds.IconImageSequence
-    if "PixelData" not in ds:
+    float_key = floats.keyword(ds)
+    if float_key is not None:
+        boxes = _redact_floats(ds, float_key, plan, known)
+    elif "PixelData" not in ds:
         return 0
-    frames = decode(ds)
-    boxes = find_boxes(_detection_grey(ds, frames), plan, known)
-    if boxes:
-        fill = fill_value(ds, frames)
-        for left, top, right, bottom in boxes:
-            frames[:, top:bottom, left:right, :] = fill
-        encode(ds, frames)
+    else:
+        frames = decode(ds)
+        boxes = find_boxes(_detection_grey(ds, frames), plan, known)
+        if boxes:
+            fill = fill_value(ds, frames)
+            for left, top, right, bottom in boxes:
+                frames[:, top:bottom, left:right, :] = fill
+            encode(ds, frames)
     if plan.mode in (ALL_TEXT, SENSITIVE_TEXT):  # custom regexes alone leave other text
         ds.BurnedInAnnotation = "NO"
     return len(boxes)
