@@ -1,21 +1,24 @@
 """
 ### De-identify a DICOM store, verify it, gate it, export it for ML
 
-Source store → **validate** params and profile → **create** the destination store →
-**route** series by modality (burned-in-text prone modalities get pixel redaction,
-CT/MR metadata-only) → **de-identify** (one deferrable Cloud Healthcare API operation
-per route, both into the destination) → **verify** a seeded sample of
-source/destination pairs → **quality gate** (Great Expectations) → **export** to
-Cloud Storage (deferrable) → **gate** the export → **manifest** beside the export,
-and an Asset event for the training handoff.
+**validate** params, profile and every resource the run needs (source store, studies,
+destination, export bucket) → **route** series by modality (burned-in-text prone
+modalities get pixel redaction, CT/MR metadata-only) and estimate the cost →
+(**dry run** stops here) → **create** the destination store → **de-identify** (one
+deferrable Cloud Healthcare API operation per route) → **verify** a seeded sample of
+source/destination pairs → **quality gate** (Great Expectations) → optional human
+**review** of the sampled pairs → **export** to Cloud Storage (deferrable) → **gate**
+the export → **manifest** beside the export, and an Asset event for the training handoff.
 
 The same DAG runs on Google Cloud and on the project's local Cloud Healthcare API
 server: the `google_cloud_default` connection's `api_endpoint` extra decides.
 
-On-call: a failed gate lists the expectations that failed. Every task has a **Run
-report** link (counts, gates, outlined thumbnails; written when the run ends, whatever
-happened); the verification table and gate results sit beside it. No task logs or
-returns PHI.
+On-call: open the **Run report** link of any task. It is opened when the run starts
+(setup task) and completed when it ends (teardown task), whatever happened: a banner
+says whether the run succeeded, which task failed and why (no PHI), with the params,
+the resources, per-task durations, the gates, the cost estimate and the sampled
+before/after pairs. Any failed task makes the run failed; deterministic errors (bad
+params, missing resources, 4xx answers, failed gates) fail at once, without retries.
 """
 
 from __future__ import annotations
@@ -23,14 +26,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, Param, task
-from dicom_deid_airflow.configs import profiles
+from dicom_deid_airflow.configs import profile_descriptions, profiles
 from dicom_deid_airflow.links import add_run_report_link
 from dicom_deid_airflow.operators.healthcare import (
     HealthcareCreateDicomStoreOperator,
     HealthcareDeidentifyDicomStoreOperator,
     HealthcareExportDicomStoreOperator,
 )
-from dicom_deid_airflow.params import MIME_TYPES
+from dicom_deid_airflow.operators.review import ReviewApprovalOperator
+from dicom_deid_airflow.params import DEFAULT_EXPORT_BUCKET, MIME_TYPES
+from dicom_deid_airflow.run_record import CALLBACKS
 
 MANIFEST = Asset(name="dicom_deid_manifest", uri="dicom-deid://manifest")
 #: The connection every task uses: its ``api_endpoint`` extra picks Google or the local
@@ -47,55 +52,106 @@ with DAG(
     max_active_runs=4,
     render_template_as_native_obj=True,
     tags=["dicom", "de-identification", "healthcare-api"],
-    default_args={"owner": "data-platform", "retries": 2, "retry_delay": timedelta(seconds=30)},
+    # Retries are for transient faults (429/5xx, lost connections): every deterministic
+    # error raises AirflowFailException, which Airflow does not retry.
+    default_args={"owner": "data-platform", "retries": 2,
+                  "retry_delay": timedelta(seconds=30), **CALLBACKS},
     params={
         "source_store": Param(
             "projects/demo/locations/local/datasets/demo/dicomStores/source", type="string",
             title="Source DICOM store",
-            description="projects/P/locations/L/datasets/D/dicomStores/S"),
-        "destination_store_id": Param(
-            "{{ params.profile }}-{{ run_slug }}", type="string", minLength=1,
-            title="Destination store id",
-            description="Created in the source's dataset (reused if empty). Letters, "
-                        "digits, _ . - once rendered; {{ run_slug }} is this run's ID"),
+            description="The store to de-identify: projects/P/locations/L/datasets/D/"
+                        "dicomStores/S. It is read, never changed."),
         "profile": Param(
-            "basic", type="string", enum=profiles(), title="De-identification profile",
-            description="include/configs/deid/<profile>.json (a Cloud Healthcare API "
-                        "DeidentifyConfig)"),
+            "basic", type="string", enum=profiles(), values_display=profile_descriptions(),
+            title="De-identification profile",
+            description="What is removed, replaced or painted (include/configs/deid/)."),
+        "destination_store_id": Param(
+            None, type=["null", "string"], title="Destination store id (optional)",
+            description="Created in the source's dataset (an existing empty store is "
+                        "reused). Empty: <profile>-<run id>, this run's own store."),
         "study_uids": Param(
-            [], type="array", items={"type": "string"}, title="Only these studies (optional)",
-            description="Ad-hoc runs: restrict to these Study Instance UIDs"),
-        "sample_size": Param(20, type="integer", minimum=1, maximum=10000,
-                             title="Verification sample size"),
-        "export_prefix": Param("gs://dicom-deid-export/{{ run_slug }}", type="string",
-                               title="Export to",
-                               description="gs://bucket/prefix, this run's own folder by "
-                                           "default (the export gate counts what is there)"),
+            None, type=["null", "array"], items={"type": "string"},
+            title="Only these studies (optional)",
+            description="Study Instance UIDs, one per line, for an ad-hoc run. Empty: the "
+                        "whole store. Each must be in the source store."),
+        "sample_size": Param(
+            20, type="integer", minimum=1, maximum=10000, title="Verification sample size",
+            description="Source/destination pairs checked attribute by attribute and by "
+                        "OCR, drawn with the run id as seed."),
+        "export_prefix": Param(
+            None, type=["null", "string"], title="Export to (optional)",
+            description=f"gs://bucket/prefix. Empty: gs://{DEFAULT_EXPORT_BUCKET}/<run id>, "
+                        "this run's own folder (the export gate counts what is there)."),
         "export_mime_type": Param(
             "application/dicom", type="string", enum=list(MIME_TYPES),
-            title="Export format",
-            description="DICOM as stored, or image/png frames for ML"),
-        "overwrite": Param(False, type="boolean",
-                           title="Replace a non-empty destination store"),
-        "max_failures": Param(0, type="integer", minimum=0,
-                              title="Instances allowed to fail de-identification"),
+            values_display=MIME_TYPES, title="Export format",
+            description="DICOM files as stored, or PNG frames for ML."),
+        "overwrite": Param(
+            False, type=["boolean", "null"], title="Replace a non-empty destination store",
+            description="Off: a destination that already holds instances fails validate. "
+                        "On: it is deleted and recreated (its instances are lost)."),
+        "max_failures": Param(
+            0, type="integer", minimum=0, title="Instances allowed to fail",
+            description="De-identification failures tolerated before the run fails (each "
+                        "is listed with its reason in the operation's log)."),
+        "dry_run": Param(
+            False, type=["boolean", "null"], title="Dry run",
+            description="Validate, route and estimate the cost, then stop: nothing is "
+                        "created, de-identified or exported. The report shows the plan."),
+        "require_review": Param(
+            False, type=["boolean", "null"], title="Require a human review before export",
+            description="A reviewer approves or rejects the sampled before/after pairs in "
+                        "Required Actions; rejection or no answer in 24 h fails the run."),
     },
 ) as dag:
+
+    @task(retries=0)
+    def open_report(params: dict | None = None) -> str:
+        """Setup: the run's report page exists from the start (on-call never meets a
+        404), and the report teardown below runs whatever happens between."""
+        from dicom_deid_airflow.run_report import open_run_report
+        from dicom_deid_airflow.steps import RunRef
+
+        return open_run_report(params or {}, RunRef.current(GCP_CONN_ID))
 
     @task(multiple_outputs=True)
     def validate(params: dict | None = None, ti=None, run_id: str | None = None,  # noqa: ANN001
                  ) -> dict:
-        """Params and profile checked before anything is created; the destination store
-        id and export prefix rendered (they default to this run's own). One XCom per
-        plan field, so the operators below take them as XComArgs."""
+        """Params, profile and every resource checked before anything is created; the
+        destination store id and export prefix resolved. One XCom per plan field, so the
+        operators below take them as XComArgs."""
         from airflow.sdk import get_current_context
-        from dicom_deid_airflow.params import run_slug, validate_params
+        from dicom_deid_airflow.params import run_slug
+        from dicom_deid_airflow.steps import RunRef, validate_run
 
         context = {**get_current_context(), "run_slug": run_slug(run_id or "manual")}
-        return validate_params(
-            params or {}, render=lambda value: str(ti.task.render_template(value, context)))
+        return validate_run(
+            params or {}, RunRef.current(GCP_CONN_ID),
+            render=lambda value: str(ti.task.render_template(value, context)))
+
+    @task(multiple_outputs=True)
+    def route(plan: dict) -> dict:
+        """Series per route, written as filterConfig files, and the cost estimate."""
+        from dicom_deid_airflow.steps import RunRef, plan_routes
+
+        return plan_routes(plan, RunRef.current(GCP_CONN_ID))
+
+    @task.short_circuit(retries=0)
+    def unless_dry_run(dry_run: bool) -> bool:
+        """A dry run stops here, green, with nothing created: the report shows the plan
+        and the estimate."""
+        return not dry_run
+
+    @task.branch(retries=0)
+    def choose(series: dict) -> list[str]:
+        """Skip a route with no series (the API refuses an empty filter)."""
+        from dicom_deid_airflow.steps import chosen_routes
+
+        return chosen_routes({"series": series})
 
     plan = validate()
+    routes = route(plan)
 
     create = HealthcareCreateDicomStoreOperator(
         task_id="create_destination_store",
@@ -104,22 +160,6 @@ with DAG(
         overwrite=plan["overwrite"],
         gcp_conn_id=GCP_CONN_ID,
     )
-
-    @task(multiple_outputs=True)
-    def route(plan: dict) -> dict:
-        """Series per route, written as filterConfig files; counts only in XCom."""
-        from dicom_deid_airflow.steps import RunRef, plan_routes
-
-        return plan_routes(plan, RunRef.current(GCP_CONN_ID))
-
-    routes = route(plan)
-
-    @task.branch
-    def choose(series: dict) -> list[str]:
-        """Skip a route with no series (the API refuses an empty filter)."""
-        from dicom_deid_airflow.steps import chosen_routes
-
-        return chosen_routes({"series": series})
 
     deidentify = {
         name: HealthcareDeidentifyDicomStoreOperator(
@@ -152,6 +192,22 @@ with DAG(
 
         return gate(plan, verification, [pixel, metadata], RunRef.current(GCP_CONN_ID))
 
+    def _report_for_review(context: dict) -> None:
+        from dicom_deid_airflow.run_report import write_run_report
+        from dicom_deid_airflow.steps import RunRef
+
+        write_run_report(context, RunRef.current(GCP_CONN_ID), final=False)
+
+    review = ReviewApprovalOperator(
+        task_id="review",
+        required=plan["require_review"],
+        prepare=_report_for_review,
+        subject="Review the de-identified sample of run {{ run_id }}",
+        body="Open the run report ({{ ti.task.dag.dag_id }} / {{ run_id }}: the Run report "
+             "link of this task) and compare the sampled before/after pairs. Approve to "
+             "export; Reject stops the run (it fails, nothing is exported).",
+    )
+
     export = HealthcareExportDicomStoreOperator(
         task_id="export",
         store=plan["destination_store"],
@@ -179,30 +235,27 @@ with DAG(
             outlet_events[MANIFEST].extra = {"manifest": result["uri"], "rows": result["rows"]}
         return result
 
-    @task(trigger_rule="all_done", retries=0)
-    def report(plan: dict, pixel: dict | None, metadata: dict | None,
-               exported: dict | None) -> dict:
-        """The run's HTML report (counts, digest, gates, sampled thumbnails), written
-        whatever happened upstream: on-call opens it first."""
-        from dicom_deid_airflow.steps import RunRef, write_run_report
+    @task(retries=0)
+    def report() -> dict:
+        """Teardown: the report completed whatever happened (status banner, failed task
+        and its error, params, resources, durations, gates, cost, before/after pairs);
+        a destination store this run created and left empty is deleted when it failed."""
+        from airflow.sdk import get_current_context
+        from dicom_deid_airflow.run_report import write_run_report
+        from dicom_deid_airflow.steps import RunRef
 
-        outcomes = {"deidentify_pixel": pixel, "deidentify_metadata": metadata,
-                    "export": exported}
-        return write_run_report(plan, outcomes, RunRef.current(GCP_CONN_ID))
+        return write_run_report(get_current_context(), RunRef.current(GCP_CONN_ID),
+                                final=True)
 
+    opened = open_report()
     deidentified = [deidentify["pixel"], deidentify["metadata"]]
     verification = verify(plan)
-    plan >> create >> routes >> choose(routes["series"]) >> deidentified >> verification
     gate = gate_deidentified(plan, verification, deidentify["pixel"].output,
                              deidentify["metadata"].output)
-    gate >> export >> gate_export(plan) >> manifest(plan) >> report(
-        plan, deidentify["pixel"].output, deidentify["metadata"].output, export.output)
+    opened >> plan
+    routes >> unless_dry_run(plan["dry_run"]) >> create
+    create >> choose(routes["series"]) >> deidentified >> verification
+    gate >> review >> export >> gate_export(plan) >> manifest(plan) >> report().as_teardown(
+        setups=opened)
 
-    @task(trigger_rule="one_failed", retries=0)
-    def run_failed() -> None:
-        """Keeps the run red when a task failed: the report, which runs whatever
-        happened, must not turn a failed run green."""
-        raise RuntimeError("a task of this run failed; its log and the run report say why")
-
-    dag.tasks >> run_failed()
     add_run_report_link(dag.tasks)

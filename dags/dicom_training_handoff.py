@@ -5,12 +5,18 @@ Runs whenever `dicom_deidentify` publishes a manifest (Asset `dicom_deid_manifes
 **gate** the manifest with Great Expectations, then **load** every listed image as an
 array and write dataset statistics beside it (proof the export is trainable).
 
+It is **not paused on creation**: a manifest published before anyone unpaused it would
+otherwise be lost. A run triggered by several Asset events (the DAG was paused, or two
+exports finished close together) gates and loads **every** manifest in them, oldest
+first, and fails naming each one it could not handle.
+
 **Vertex AI (optional, off by default).** When the Airflow Variable
 `dicom_deid_vertex_ai` (JSON) says `"enabled": true` - or a manual run sets
 `train_on_vertex` - `vertex_job_spec` builds a Vertex AI CustomJob that runs the
 configured training container on the manifest (`--manifest gs://...` and
 `DICOM_DEID_MANIFEST`), and `vertex_training_job` submits it (deferrable, no retry:
-a retry would start a second job). Otherwise both are skipped and the run succeeds.
+a retry would start a second job) on the newest manifest of the run. Otherwise both are
+skipped and the run succeeds.
 The Variable is read when the run executes, never when this file is parsed.
 
 On-call: a bad Variable fails `vertex_job_spec` with the keys at fault; the Vertex AI
@@ -35,6 +41,7 @@ with DAG(
     schedule=[MANIFEST],
     start_date=datetime(2026, 1, 1),
     catchup=False,
+    is_paused_upon_creation=False,
     tags=["dicom", "ml", "handoff", "vertex-ai"],
     default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
     params={
@@ -49,46 +56,50 @@ with DAG(
 ) as dag:
 
     @task
-    def manifest_uri(triggering_asset_events=None, params=None) -> str:  # noqa: ANN001
-        """The manifest the triggering run wrote (the Asset event's extra), or the
+    def manifest_uris(triggering_asset_events=None, params=None) -> list[str]:  # noqa: ANN001
+        """Every manifest the triggering runs wrote (the Asset events' extras), or the
         ``manifest`` param of a manual run."""
-        events = (triggering_asset_events or {}).get(MANIFEST, [])
-        if events:
-            return str(events[-1].extra["manifest"])
-        if (params or {}).get("manifest"):
-            return str(params["manifest"])
-        raise ValueError("no dicom_deid_manifest event triggered this run and no manifest "
-                         "param was given")
+        from dicom_deid_airflow.handoff import manifests_of
+
+        events = list((triggering_asset_events or {}).get(MANIFEST, []))
+        return manifests_of(events, (params or {}).get("manifest"))
 
     @task(retries=0)
-    def gate_manifest(uri: str) -> dict:
-        """Required columns present, URIs unique, sizes sane; fails listing expectations."""
+    def gate_manifest(uris: list[str]) -> list[dict]:
+        """Per manifest: required columns present, URIs unique, sizes sane; fails listing
+        the manifests and expectations at fault."""
+        from dicom_deid_airflow.handoff import for_each_manifest
         from dicom_deid_airflow.handoff import gate_manifest as gate
 
-        return gate(uri, GCP_CONN_ID)
+        return for_each_manifest(uris, lambda uri: gate(uri, GCP_CONN_ID), "the manifest gate")
 
     @task
-    def load_for_training(uri: str) -> dict:
-        """Every exported image loads as an array; statistics written beside the manifest."""
-        from dicom_deid_airflow.handoff import load_and_describe
+    def load_for_training(uris: list[str]) -> dict:
+        """Every exported image of every manifest loads as an array; statistics written
+        beside each manifest. The newest manifest's statistics feed the Vertex AI job."""
+        from dicom_deid_airflow.handoff import for_each_manifest, load_and_describe
 
-        return load_and_describe(uri, GCP_CONN_ID)
+        loaded = for_each_manifest(uris, lambda uri: load_and_describe(uri, GCP_CONN_ID),
+                                   "loading for training")
+        return {"manifests": loaded, "newest": loaded[-1]["manifest"],
+                "stats": loaded[-1].get("stats")}
 
     @task.short_circuit(multiple_outputs=True, retries=0)
-    def vertex_job_spec(uri: str, loaded: dict, params=None) -> dict | None:  # noqa: ANN001
-        """The Vertex AI job for this manifest, or nothing (the job is then skipped).
+    def vertex_job_spec(loaded: dict, params=None) -> dict | None:  # noqa: ANN001
+        """The Vertex AI job on the newest manifest, or nothing (the job is then skipped).
 
         Reads the ``dicom_deid_vertex_ai`` Variable now, at run time; a bad one fails
         here naming its keys, before anything is submitted."""
         from dicom_deid_airflow import vertex
 
-        return vertex.handoff_job(uri, loaded.get("stats"), vertex.read_variable(),
+        return vertex.handoff_job(loaded["newest"], loaded.get("stats"),
+                                  vertex.read_variable(),
                                   force=bool((params or {}).get("train_on_vertex")))
 
-    uri = manifest_uri()
-    loaded = load_for_training(uri)
-    gate_manifest(uri) >> loaded
-    spec = vertex_job_spec(uri, loaded)
+    uris = manifest_uris()
+    loaded = load_for_training(uris)
+    gate_manifest(uris) >> loaded
+    spec = vertex_job_spec(loaded)
 
     # The provider's CreateCustomJobOperator, imported only when the task runs (see
     # VertexCustomJobOperator); the XComs the spec task pushes (one per key) resolve

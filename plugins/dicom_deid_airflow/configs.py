@@ -24,6 +24,16 @@ def profiles() -> list[str]:
     return sorted(p.stem for p in (CONFIGS / "deid").glob("*.json"))
 
 
+def profile_descriptions() -> dict[str, str]:
+    """Profile -> what it does, in one plain line (``deid/profiles.yaml``), for the
+    trigger form; a profile without a line shows its name only."""
+    import yaml
+
+    lines = yaml.safe_load((CONFIGS / "deid" / "profiles.yaml").read_text()) or {}
+    return {name: f"{name}: {' '.join(str(lines[name]).split())}" if name in lines else name
+            for name in profiles()}
+
+
 def load_profile(name: str) -> dict:
     """A profile's DeidentifyConfig (the caller checks ``name`` is one of :func:`profiles`)."""
     return json.loads((CONFIGS / "deid" / f"{name}.json").read_text())

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,8 @@ from dicom_deid.gcs import parse_gs_uri
 from dicom_deid_airflow.configs import SUITES
 from dicom_deid_airflow.quality import raise_if_failed, run_gate
 from dicom_deid_airflow.storage import storage_client
+
+log = logging.getLogger(__name__)
 
 
 def read_manifest(uri: str, gcp_conn_id: str = "google_cloud_default") -> pd.DataFrame:
@@ -87,3 +91,53 @@ def load_and_describe(manifest_uri: str,
     if failed:
         raise ValueError(f"{failed} of {len(table)} exported images did not load as arrays")
     return {"stats": f"gs://{bucket}/{out}", "loaded": summary["loaded"], "rows": summary["rows"]}
+
+
+def manifests_of(events: Sequence[Any], manual: str | None) -> list[str]:
+    """Every manifest the triggering Asset events name, oldest first (a run triggered by
+    several events - the DAG was paused, or two exports finished close together - must
+    handle each), else the manual run's ``manifest`` param.
+
+    An event without a manifest URI fails the run naming its position: skipping it would
+    lose an export without a word.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    uris: list[str] = []
+    bad: list[int] = []
+    for i, event in enumerate(events):
+        uri = (getattr(event, "extra", None) or {}).get("manifest")
+        if not uri:
+            bad.append(i)
+        elif uri not in uris:
+            uris.append(str(uri))
+    if bad:
+        raise AirflowFailException(
+            f"{len(bad)} of the {len(events)} dicom_deid_manifest events carry no manifest "
+            f"URI (events {bad}); the others were not handed off either")
+    if uris:
+        return uris
+    if manual:
+        return [str(manual)]
+    raise AirflowFailException("no dicom_deid_manifest event triggered this run and no "
+                               "manifest param was given")
+
+
+def for_each_manifest(uris: Sequence[str], step: Callable[[str], dict],
+                      what: str) -> list[dict]:
+    """Run ``step`` on every manifest; fail naming every manifest it could not handle,
+    after trying them all, so one bad export does not hide the state of the others."""
+    from airflow.sdk.exceptions import AirflowException
+
+    results: list[dict] = []
+    failed: list[str] = []
+    for uri in uris:
+        try:
+            results.append({"manifest": uri, **step(uri)})
+        except Exception as exc:
+            log.error("%s failed for %s: %s", what, uri, type(exc).__name__)
+            failed.append(f"{uri} ({type(exc).__name__}: {str(exc)[:300]})")
+    if failed:
+        raise AirflowException(f"{what} failed for {len(failed)} of {len(uris)} manifests: "
+                               + "; ".join(failed))
+    return results

@@ -122,7 +122,8 @@ class GateResult:
         """JSON-serialisable form (for XCom and the run report)."""
         return {
             "name": self.name, "suite": self.suite, "success": self.success,
-            "evaluated": self.evaluated, "result_path": str(self.result_path),
+            # The file's name only, beside the report: no server path in XCom or the report.
+            "evaluated": self.evaluated, "result_file": self.result_path.name,
             "failed": [{"expectation": f.expectation, "column": f.column,
                         "observed": f.observed} for f in self.failed],
         }

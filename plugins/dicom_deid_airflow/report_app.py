@@ -11,11 +11,12 @@ when the first request comes.
 
 from __future__ import annotations
 
+import html
 import re
 
 from airflow.api_fastapi.core_api.security import DagAccessEntity, requires_access_dag
 from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from dicom_deid_airflow.report_paths import report_folder
 
@@ -29,19 +30,36 @@ _can_read_run = [Depends(requires_access_dag("GET", DagAccessEntity.RUN))]
 
 
 @app.get("/reports/{dag_id}/{run_id}", dependencies=_can_read_run)
-def run_report(dag_id: str, run_id: str) -> FileResponse:
+def run_report(dag_id: str, run_id: str) -> Response:
     """The run's HTML report."""
     return run_file(dag_id, run_id, "report.html")
 
 
 @app.get("/reports/{dag_id}/{run_id}/{name}", dependencies=_can_read_run)
-def run_file(dag_id: str, run_id: str, name: str) -> FileResponse:
+def run_file(dag_id: str, run_id: str, name: str) -> Response:
     """One of the files the run wrote beside its report (table, gate results)."""
     if not SERVED.match(name):
         raise HTTPException(404, f"{name!r} is not a run report file")
     path = report_folder(dag_id, run_id) / name
     if not path.is_file():
-        raise HTTPException(404, f"no {name} for run {run_id} of {dag_id}: the report task "
-                                 "writes it when the run ends")
+        if name == "report.html":
+            return _not_written(dag_id, run_id)
+        raise HTTPException(404, f"no {name} for run {run_id} of {dag_id}: the run has not "
+                                 "written it (it had not got that far)")
     media = {"html": "text/html", "csv": "text/csv", "json": "application/json"}
     return FileResponse(path, media_type=media[name.rsplit(".", 1)[1]])
+
+
+def _not_written(dag_id: str, run_id: str) -> HTMLResponse:
+    """A page, not a JSON error, for a person who followed the link: the report is
+    opened by the run's first task, so a missing one means the run never started it."""
+    run = html.escape(run_id)
+    dag = html.escape(dag_id)
+    return HTMLResponse(status_code=404, content=(
+        f"<!doctype html><meta charset=utf-8><title>No report yet: {dag} {run}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}</style>"
+        f"<h1>No report for run {run} of {dag}</h1><p>The report is opened by the run's "
+        "first task (<code>open_report</code>) and completed by its last "
+        "(<code>report</code>). If the run is queued, it will appear once the run starts. "
+        "If the run has ended, <code>open_report</code> did not run or failed: open its "
+        "task log in the run's grid view.</p>"))

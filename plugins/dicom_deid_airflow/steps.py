@@ -11,20 +11,22 @@ locations travel.
 
 from __future__ import annotations
 
-import csv
 import json
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dicom_deid.api_schema import config_digest
 from dicom_deid.gcs import parse_gs_uri
 from dicom_deid_airflow.configs import SUITES
+from dicom_deid_airflow.cost import RouteSize, load_pricing
+from dicom_deid_airflow.cost import estimate as cost_estimate
 from dicom_deid_airflow.hooks.healthcare import HealthcareHook
 from dicom_deid_airflow.manifest import build_manifest, list_exported_objects
+from dicom_deid_airflow.params import ParamError, run_slug, validate_params
+from dicom_deid_airflow.preflight import check_resources
 from dicom_deid_airflow.quality import counts_table, raise_if_failed, run_gate
-from dicom_deid_airflow.report_page import thumbnail, write_report
 from dicom_deid_airflow.report_paths import path_segment, reports_dir
 from dicom_deid_airflow.routing import (
     ROUTES,
@@ -37,11 +39,10 @@ from dicom_deid_airflow.routing import (
 from dicom_deid_airflow.storage import storage_client
 from dicom_deid_airflow.verification.run import read_verification_table, sample_and_verify
 
-#: Gates whose result files the run report lists, in the order they run.
-GATES = ("deidentified", "counts", "export")
-#: Operations whose counts the run report shows.
-OPERATION_TASKS = ("deidentify_pixel", "deidentify_metadata", "export")
-_THUMBNAILS = 6
+#: The routing's sizes and the cost estimate, in the run's report folder.
+ESTIMATE_FILE = "estimate.json"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,54 @@ class RunRef:
         return HealthcareHook(gcp_conn_id=self.gcp_conn_id)
 
 
+def validate_run(params: dict, run: RunRef,
+                 render: Callable[[str], str] | None = None) -> dict:
+    """The ``validate`` task: params and profile (``params.validate_params``), then every
+    resource the run needs (``preflight.check_resources``), before anything is created.
+
+    A bad param fails at once (AirflowFailException: no retry); the resolved destination
+    store and export folder are logged and saved for the report.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        plan = validate_params(params, render=render, run_id=run.run_id)
+    except ParamError as exc:
+        raise AirflowFailException(str(exc)) from None
+    found = check_resources(plan, run.hook(), storage_client(run.gcp_conn_id),
+                            run_slug(run.run_id))
+    log.info("Destination store: %s; export folder: %s; profile %s%s",
+             plan["destination_store"], plan["export_prefix"], plan["profile"],
+             " (dry run: nothing will be created)" if plan["dry_run"] else "")
+    return {**plan, **found}
+
+
+def _route_sizes(hook: HealthcareHook, store: str, rows: list[dict],
+                 routes: dict[str, list[str]]) -> dict[str, RouteSize]:
+    """Instances, bytes and modalities per route, from each series' metrics."""
+    modality_of = {f"/studies/{_value(r, '0020000D')}/series/{_value(r, '0020000E')}":
+                   _value(r, "00080060") or "?" for r in rows}
+    sizes: dict[str, RouteSize] = {}
+    for name, paths in routes.items():
+        instances = size = 0
+        modalities: dict[str, int] = {}
+        for path in paths:
+            _, study, _, series = path.strip("/").split("/")
+            metrics = hook.get_series_metrics(store, study, series)
+            count = int(metrics.get("instanceCount") or 0)
+            instances += count
+            size += int(metrics.get("blobStorageSizeBytes") or 0)
+            modality = modality_of.get(path, "?")
+            modalities[modality] = modalities.get(modality, 0) + count
+        sizes[name] = RouteSize(instances=instances, bytes=size, series=len(paths),
+                                modalities=modalities)
+    return sizes
+
+
+def _value(row: dict, tag: str) -> str:
+    return str(((row.get(tag) or {}).get("Value") or [""])[0])
+
+
 def plan_routes(plan: dict, run: RunRef) -> dict:
     """Search the source's series, split them by modality and write the filter files.
 
@@ -78,11 +127,21 @@ def plan_routes(plan: dict, run: RunRef) -> dict:
     flat keys, so that the DAG wires each into its operator as an XComArg.
     """
     web = run.hook().dicomweb_client(plan["source_store"])
-    rows = web.search_for_series(fields=["Modality"], get_remaining=True)
+    rows = list(web.search_for_series(fields=["Modality"], get_remaining=True))
     routes = route(rows, plan["study_uids"], pixel_prone_modalities())
+    if not any(routes.values()):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException("No series matched: the source store (or the study "
+                                   "filter) has no series to de-identify")
     bucket_name = parse_gs_uri(plan["export_prefix"], "export_prefix").bucket
     bucket = storage_client(run.gcp_conn_id).bucket(bucket_name)
-    out: dict[str, Any] = {"series": {}}
+    sizes = _route_sizes(run.hook(), plan["source_store"], rows, routes)
+    estimate = cost_estimate(sizes, load_pricing())
+    (run.report_dir / ESTIMATE_FILE).write_text(json.dumps(
+        {"routes": {name: size.to_dict() for name, size in sizes.items()},
+         "estimate": estimate.to_dict()}, indent=2))
+    out: dict[str, Any] = {"series": {}, "instances": {n: s.instances for n, s in sizes.items()}}
     for name in ROUTES:
         paths = routes[name]
         uri = None
@@ -145,7 +204,7 @@ def gate_deidentified(plan: dict, verification: dict, outcomes: Iterable[dict | 
     hook = run.hook()
     out = run.report_dir
     sample = run_gate(SUITES / "deidentified.json",
-                      read_verification_table(Path(verification["table_path"])),
+                      read_verification_table(out / verification["table_file"]),
                       name="deidentified", out_dir=out)
     counts = run_gate(
         SUITES / "counts.json",
@@ -194,50 +253,3 @@ def operation_counts(outcomes: dict[str, dict | None]) -> dict[str, int]:
             if key in (result or {}):
                 counts[f"{task_id} {key}"] = int(result[key])
     return counts
-
-
-def _gate_rows(out: Path) -> list[dict]:
-    gates: list[dict] = []
-    for name in GATES:  # the gates' result files
-        if (out / f"{name}.json").exists():
-            gate = json.loads((out / f"{name}.json").read_text())["gate"]
-            gates.append({"name": name, "success": gate["success"],
-                          "failed": [f"{f['expectation']}({f['column'] or ''})"
-                                     for f in gate["failed"]]})
-    return gates
-
-
-def _thumbnails(hook: HealthcareHook, plan: dict, table: Path) -> list[tuple[str, str]]:
-    """Up to six sampled destination frames, of pairs that passed verification (a failed
-    one may still show text), with their painted areas outlined."""
-    if not table.exists():
-        return []
-    web = hook.dicomweb_client(plan["destination_store"])
-    with table.open() as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("status") == "ok"][:_THUMBNAILS]
-    thumbs: list[tuple[str, str]] = []
-    for row in rows:
-        try:
-            [item] = web.search_for_instances(
-                search_filters={"SOPInstanceUID": row["dest_sop_uid"]})
-            png = web.retrieve_instance_rendered(
-                item["0020000D"]["Value"][0], item["0020000E"]["Value"][0],
-                row["dest_sop_uid"], media_types=("image/png",))
-            thumbs.append((f"{row.get('modality', '')} sample {row['sample_index']}: "
-                           f"{row.get('status', '')}", thumbnail(png)))
-        except Exception:  # a frame that does not render is left out, not fatal
-            continue
-    return thumbs
-
-
-def write_run_report(plan: dict, outcomes: dict[str, dict | None], run: RunRef) -> dict:
-    """The run's HTML report in its report folder: counts, config digest, gates and
-    sampled destination frames with their painted areas outlined."""
-    out = run.report_dir
-    gates = _gate_rows(out)
-    thumbs = _thumbnails(run.hook(), plan, out / "verification.csv")
-    counts = {"profile": plan["profile"], "config digest": config_digest(plan["config"]),
-              **operation_counts(outcomes)}
-    path = write_report(out / "report.html", title=f"{run.dag_id} {run.run_id}",
-                        counts=counts, gates=gates, thumbnails=thumbs)
-    return {"report": str(path), "thumbnails": len(thumbs), "gates": len(gates)}

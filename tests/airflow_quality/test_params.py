@@ -43,7 +43,10 @@ def test_templated_defaults_render_per_run() -> None:
     ({"destination_store_id": "{{ 'x y' }}"}, "destination_store_id may only hold"),
     ({"destination_store_id": "source"}, "must differ from the source"),
     ({"profile": "nope"}, "profile must be one of"),
-    ({"study_uids": ["1.2.3", "Jane Doe"]}, "study_uids: 1 value"),
+    ({"study_uids": ["1.2.3", "Jane Doe"]}, r"study_uids\[1\] of the 2 given is not"),
+    ({"study_uids": ["1.2.3", "1.2.3"]}, "listed twice"),
+    ({"study_uids": "1.2.3"}, "must be a list"),
+    ({"max_failures": -1}, "max_failures must be"),
     ({"sample_size": 0}, "sample_size must be between"),
     ({"export_prefix": "s3://bucket/x"}, "export_prefix must be a gs://"),
     ({"export_mime_type": "image/gif"}, "export_mime_type must be one of"),
@@ -53,6 +56,18 @@ def test_bad_params_are_named(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message) as err:
         validate_params(params, render=render_for("manual__1", params))
     assert "Jane Doe" not in str(err.value)
+
+
+def test_empty_optional_params_become_the_runs_own() -> None:
+    """The form leaves optional fields empty (no raw Jinja shown): the plan says what
+    they became."""
+    params = {**GOOD, "destination_store_id": None, "export_prefix": None, "study_uids": None,
+              "overwrite": None}
+    plan = validate_params(params, run_id="manual__2026-11-25T19:28:00+00:00")
+    assert plan["destination_store_id"] == "basic-manual-2026-11-25t19-28-00-00-00"
+    assert plan["export_prefix"] == "gs://dicom-deid-export/manual-2026-11-25t19-28-00-00-00"
+    assert plan["study_uids"] == [] and plan["overwrite"] is False
+    assert plan["dry_run"] is False and plan["require_review"] is False
 
 
 def test_report_folder_names_stay_inside_their_parent() -> None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -134,6 +136,18 @@ def test_a_weak_profile_is_stopped_by_the_gate_before_export(airflow_env, source
     assert "FAILED" in "".join(p.read_text() for p in
                                Path(airflow_env["DICOM_DEID_REPORTS"]).rglob("report.html"))
     assert "expect_column_values_to_be_in_set(column=status)" in logs
+    # Red means red: the run itself is failed in the metadata DB, not only the gate.
+    found = re.search(r"DagRun Finished: .*?run_id=([^,\s]+),", run.stdout + run.stderr)
+    assert found, run.stdout[-3000:]
+    db = sqlite3.connect(Path(airflow_env["AIRFLOW_HOME"]) / "airflow.db")
+    try:
+        [(state,)] = db.execute("select state from dag_run where run_id = ?", (found[1],))
+    finally:
+        db.close()
+    assert state == "failed"
+    page = max(Path(airflow_env["DICOM_DEID_REPORTS"]).rglob("report.html"),
+               key=lambda p: p.stat().st_mtime).read_text()
+    assert "Run failed at gate_deidentified" in page and "kept: holds" in page
 
 
 def test_png_export_for_ml_is_gated_by_frame_count(airflow_env, source, healthcare) -> None:

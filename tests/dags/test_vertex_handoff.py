@@ -190,8 +190,7 @@ def test_the_vertex_task_is_the_providers_deferrable_operator_fed_by_xcom(handof
     assert isinstance(job, VertexCustomJobOperator)
     assert job.deferrable and job.retries == 0  # a retry would submit a second job
     assert job.upstream_task_ids == {"vertex_job_spec"}
-    assert handoff_dag.get_task("vertex_job_spec").upstream_task_ids == {
-        "manifest_uri", "load_for_training"}
+    assert handoff_dag.get_task("vertex_job_spec").upstream_task_ids == {"load_for_training"}
     # Every field that comes from the run is a template field (else XCom would not
     # resolve into it) and is an XComArg of the deciding task at parse time.
     for name in ("project_id", "region", "gcp_conn_id", "custom_job"):
@@ -281,7 +280,7 @@ def test_without_the_variable_the_vertex_task_is_skipped_and_the_run_succeeds(
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     states, _ = _db(airflow_env, run_id)
     assert states == {
-        "manifest_uri": "success", "gate_manifest": "success", "load_for_training": "success",
+        "manifest_uris": "success", "gate_manifest": "success", "load_for_training": "success",
         "vertex_job_spec": "success", "vertex_training_job": "skipped"}
     stats = gcs_client("test").bucket(
         BUCKET).blob(f"{prefix}/dataset_stats.json").download_as_bytes()

@@ -38,7 +38,7 @@ from urllib.parse import urlparse
 import httplib2
 import requests
 from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from googleapiclient.discovery import build
@@ -143,7 +143,11 @@ class HealthcareApiError(AirflowException):
     @classmethod
     def from_response(cls, action: str, code: int, content: bytes | str | None,
                       reason: str = "") -> HealthcareApiError:
-        """From a Google-shaped JSON error body (falls back to the HTTP reason phrase)."""
+        """From a Google-shaped JSON error body (falls back to the HTTP reason phrase).
+
+        A status that is not worth retrying gives a :class:`HealthcareRequestError`, which
+        Airflow fails at once: a missing store stays missing on the next try.
+        """
         status, message = None, reason
         try:
             text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
@@ -153,12 +157,48 @@ class HealthcareApiError(AirflowException):
                 message = str(error.get("message") or reason)
         except (ValueError, AttributeError):
             pass
-        return cls(action, code=int(code), status=status, message=message)
+        kind = cls if int(code) in RETRYABLE_STATUS else HealthcareRequestError
+        return kind(action, code=int(code), status=status, message=message)
 
     @classmethod
     def from_http_error(cls, action: str, exc: HttpError) -> HealthcareApiError:
         return cls.from_response(action, exc.resp.status, exc.content,
                                  getattr(exc.resp, "reason", "") or "")
+
+
+class HealthcareRequestError(HealthcareApiError, AirflowFailException):
+    """The API refused the request itself (400, 403, 404, 409...): retrying sends the same
+    request and gets the same answer, so the task fails at once, without its retries,
+    with the API's status and message."""
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
+def _dicomweb_action(request: requests.PreparedRequest) -> str:
+    """What a DICOMweb request did, naming the store and the kind of resource but no UID:
+    a source study UID identifies a patient's visit."""
+    path = urlparse(request.url or "").path
+    store, _, rest = path.partition("/dicomWeb")
+    store = store.split("/v1/", 1)[-1].strip("/")
+    kinds = [part for part in rest.split("/") if part in _DICOMWEB_KINDS]
+    target = "/".join(kinds) or "store"
+    return f"DICOMweb {request.method} {target} of DICOM store {store}"
+
+
+_DICOMWEB_KINDS = ("studies", "series", "instances", "frames", "metadata", "rendered")
+
+
+def raise_for_dicomweb_status(response: requests.Response, *args: Any,
+                              **kwargs: Any) -> None:
+    """A requests response hook: a DICOMweb error answer becomes a HealthcareApiError
+    carrying the API's status and message (not requests' ``HTTPError ... for url``, which
+    quotes UIDs), final for a 4xx and retryable for 429/5xx."""
+    if response.status_code >= 400:
+        raise HealthcareApiError.from_response(
+            _dicomweb_action(response.request), response.status_code, response.content,
+            response.reason or "")
 
 
 class MetricsNotReady(AirflowException):
@@ -311,6 +351,14 @@ class HealthcareHook(GoogleBaseHook):
         AirflowException, because de-identifying into it would mix two runs' outputs,
         unless ``overwrite=True``, which deletes and recreates it.
         """
+        return self.ensure_dicom_store(dataset_name, store_id, overwrite=overwrite,
+                                       labels=labels)[0]
+
+    def ensure_dicom_store(self, dataset_name: str, store_id: str, *,
+                           overwrite: bool = False,
+                           labels: dict[str, str] | None = None) -> tuple[dict, bool]:
+        """:meth:`create_dicom_store`, also saying whether this call created the store
+        (``True``) or reused an empty one: a run deletes only a store it created."""
         name = f"{dataset_name}/dicomStores/{store_id}"
         body = {"labels": labels} if labels else {}
 
@@ -322,7 +370,7 @@ class HealthcareHook(GoogleBaseHook):
         try:
             store = create()
             self.log.info("Created DICOM store %s", name)
-            return store
+            return store, True
         except HealthcareApiError as exc:
             if exc.code != 409:
                 raise
@@ -332,10 +380,10 @@ class HealthcareHook(GoogleBaseHook):
             count = None
         if count == 0:
             self.log.info("DICOM store %s already exists and is empty; reusing it", name)
-            return self.get_dicom_store(name)
+            return self.get_dicom_store(name), False
         held = f"{count} instances" if count else "instances (found by search)"
         if not overwrite:
-            raise AirflowException(
+            raise AirflowFailException(
                 f"DICOM store {name} already exists and holds {held}; refusing to reuse a "
                 "non-empty store (set overwrite=True to delete and recreate it)")
         self.log.warning("DICOM store %s holds %s; overwrite=True: deleting and recreating it",
@@ -343,7 +391,7 @@ class HealthcareHook(GoogleBaseHook):
         self.delete_dicom_store(name)
         store = create()
         self.log.info("Recreated DICOM store %s", name)
-        return store
+        return store, True
 
     def delete_dicom_store(self, name: str, *, missing_ok: bool = False) -> None:
         """Delete a DICOM store and its instances; ``missing_ok`` makes a 404 a no-op."""
@@ -360,6 +408,14 @@ class HealthcareHook(GoogleBaseHook):
         """``dicomStores.getDICOMStoreMetrics``: study, series and instance counts, sizes."""
         return self._execute(self._stores().getDICOMStoreMetrics(name=name),
                              f"get metrics of DICOM store {name}")
+
+    def get_series_metrics(self, store_name: str, study_uid: str, series_uid: str) -> dict:
+        """``dicomWeb.studies.series.getSeriesMetrics``: a series' instance count and
+        sizes (int64 as strings). The action names the store, not the UIDs."""
+        name = f"{store_name}/dicomWeb/studies/{study_uid}/series/{series_uid}"
+        return self._execute(
+            self._stores().dicomWeb().studies().series().getSeriesMetrics(series=name),
+            f"get metrics of a series of DICOM store {store_name}")
 
     def count_instances(self, name: str) -> int:
         """Instances in a store, from ``getDICOMStoreMetrics``.
@@ -533,6 +589,7 @@ class HealthcareHook(GoogleBaseHook):
         adapter = HTTPAdapter(max_retries=retry)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
+        session.hooks["response"].append(raise_for_dicomweb_status)
         return session
 
     def dicomweb_client(self, store_name: str) -> DICOMwebClient:

@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 #: task_state_store key (and XCom key) holding the running operation's name.
 OPERATION_KEY = "operation_name"
+#: XCom key of the create operator: true when this run created the store (not reused).
+CREATED_KEY = "created"
 UI_COLOR = "#d4e9f7"
 
 
@@ -170,10 +172,12 @@ class HealthcareCreateDicomStoreOperator(HealthcareBaseOperator):
         else:
             project, location, dataset_id = self.project_id, self.location, self.dataset_id
         dataset = hook.create_dataset(project, location, dataset_id)["name"]
-        store = hook.create_dicom_store(dataset, self.store_id,
-                                        overwrite=_as_bool(self.overwrite, "overwrite"),
-                                        labels=self.labels)
+        store, created = hook.ensure_dicom_store(
+            dataset, self.store_id, overwrite=_as_bool(self.overwrite, "overwrite"),
+            labels=self.labels)
         HealthcareDicomStoreLink.persist(context, endpoint=hook.api_endpoint, name=store["name"])
+        # Whether this run made the store: a failed run deletes only a store it made.
+        context["ti"].xcom_push(key=CREATED_KEY, value=created)
         return store["name"]
 
 

@@ -20,6 +20,8 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
+from dicom_deid_airflow.hooks.healthcare import HealthcareApiError
+
 from .errors import VerificationError
 
 __all__ = ["QIDO_PAGE", "Ref", "call", "json_tag", "json_value", "list_instances",
@@ -61,6 +63,8 @@ def call(what: str, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
         raise VerificationError(f"{what} failed: HTTP {status}") from None
+    except HealthcareApiError as exc:  # the hook's session names the status, not the URL
+        raise VerificationError(f"{what} failed: HTTP {exc.code or '?'}") from None
     except Exception as exc:  # anything else may quote a URL or a value just the same
         raise VerificationError(f"{what} failed: {type(exc).__name__}") from None
 

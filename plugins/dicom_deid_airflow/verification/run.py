@@ -71,7 +71,8 @@ class VerificationResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (for XCom and the run report)."""
         return {
-            "table_path": str(self.table_path), "sampled": self.sampled,
+            # The file's name, beside the report: no server path in XCom.
+            "table_file": self.table_path.name, "sampled": self.sampled,
             "passed": self.passed, "failed": self.failed, "unmatched": self.unmatched,
             "destination_instances": self.destination_instances,
             "check_failures": dict(self.check_failures),

@@ -267,6 +267,14 @@ class Api:
     async def frame_rendered(self, r: Request, a: list[str]) -> Response:
         return await dicomweb.rendered(r, self.state, _st(a), a[4], a[5], a[6], a[7])
 
+    @route("GET", rf"{_WEB}/studies/{_UID}:getStudyMetrics")
+    async def study_metrics(self, r: Request, a: list[str]) -> Response:
+        return await _sync(resources.study_metrics, self.state, _st(a), a[4])
+
+    @route("GET", rf"{_WEB}/studies/{_UID}/series/{_UID}:getSeriesMetrics")
+    async def series_metrics(self, r: Request, a: list[str]) -> Response:
+        return await _sync(resources.series_metrics, self.state, _st(a), a[4], a[5])
+
     @route("DELETE", rf"{_WEB}/studies/{_UID}")
     async def delete_study(self, r: Request, a: list[str]) -> Response:
         return await dicomweb.delete(r, self.state, _st(a), a[4])

@@ -1,4 +1,5 @@
-"""Datasets and DICOM stores: create, get, list, patch, delete, metrics."""
+"""Datasets and DICOM stores: create, get, list, patch, delete; store, study and series
+metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from . import errors
 from .catalog import dumps
 from .clock import now
-from .names import DatasetName, StoreName
+from .names import DatasetName, StoreName, check_uid
 from .paging import page
 from .state import ServerState
 
@@ -161,6 +162,57 @@ def store_metrics(state: ServerState, name: StoreName) -> dict:
         "name": str(name),
         "studyCount": str(studies),
         "seriesCount": str(series),
+        "instanceCount": str(instances),
+        "structuredStorageSizeBytes": "0",
+        "blobStorageSizeBytes": str(size),
+    }
+
+
+def study_metrics(state: ServerState, name: StoreName, study_uid: str) -> dict:
+    """``dicomWeb.studies.getStudyMetrics``: what a study holds, counted from the index
+    (its ``(store, study_uid, series_uid)`` index bounds the work to the study's rows)
+    and never from the files, so the cost is that of the study's index rows whatever
+    its bytes, and the sums always agree with :func:`store_metrics`. Structured storage
+    is "0" there too: this server keeps no separate metadata store to measure."""
+    check_uid(study_uid, "StudyInstanceUID")
+    pk = store_pk(state, name)
+    row = state.catalog.one(
+        "SELECT COUNT(DISTINCT series_uid), COUNT(*), COALESCE(SUM(size), 0)"
+        " FROM instances WHERE store=? AND study_uid=?",
+        (pk, study_uid),
+    )
+    series, instances, size = row
+    if instances == 0:
+        # No instance, no study: NOT_FOUND, as the WADO-RS routes answer for it.
+        raise errors.not_found(f"study not found in DICOM store {name.store}")
+    return {
+        "study": f"{name}/dicomWeb/studies/{study_uid}",
+        "seriesCount": str(series),
+        "instanceCount": str(instances),
+        "structuredStorageSizeBytes": "0",
+        "blobStorageSizeBytes": str(size),
+    }
+
+
+def series_metrics(state: ServerState, name: StoreName, study_uid: str,
+                   series_uid: str) -> dict:
+    """``dicomWeb.studies.series.getSeriesMetrics``: the series-level twin of
+    :func:`study_metrics`, so a client can size one series (e.g. to route or cost it)
+    without retrieving it. A series UID under another study is not found, as in
+    DICOMweb paths the series belongs to the study named before it."""
+    check_uid(study_uid, "StudyInstanceUID")
+    check_uid(series_uid, "SeriesInstanceUID")
+    pk = store_pk(state, name)
+    row = state.catalog.one(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM instances"
+        " WHERE store=? AND study_uid=? AND series_uid=?",
+        (pk, study_uid, series_uid),
+    )
+    instances, size = row
+    if instances == 0:
+        raise errors.not_found(f"series not found in DICOM store {name.store}")
+    return {
+        "series": f"{name}/dicomWeb/studies/{study_uid}/series/{series_uid}",
         "instanceCount": str(instances),
         "structuredStorageSizeBytes": "0",
         "blobStorageSizeBytes": str(size),
