@@ -7,7 +7,7 @@ UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := tesseract-ocr tesseract-ocr-eng dcmtk dicom3tools dcm2niix fonts-dejavu-core docker-compose chromium
 
-.PHONY: setup system-deps demo up test lint bench bench-server bench-deid bench-text bench-image bench-pipeline lock clean serve
+.PHONY: setup system-deps demo up down test lint bench bench-server bench-deid bench-text bench-image bench-pipeline lock clean serve
 
 setup: system-deps $(STAMP)
 
@@ -41,6 +41,11 @@ demo: setup
 
 up: setup
 	$(BIN)/python -m dicom_deid.up
+
+# Stop a `make up` (from another terminal, or after its terminal went away): everything it
+# started, within 15 s. No `setup`: stopping must not wait for a venv rebuild.
+down:
+	$(BIN)/python -m dicom_deid.up --down
 
 test: setup
 	$(BIN)/ruff check src tests bench plugins dags

@@ -10,6 +10,7 @@ so that ``demo`` and ``up`` share it without importing each other.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -17,11 +18,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pydicom
 import requests
 from dicomweb_client.api import DICOMwebClient
@@ -62,15 +64,140 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
 
 
 def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if the process has not exited within ``timeout``."""
+    """SIGTERM, then SIGKILL if the process has not exited within ``timeout``; then the
+    same for whatever it had started that outlived it (the server's forked workers, a
+    process pool), so that stopping a process stops all of it."""
     if proc is None or proc.poll() is not None:
         return
+    family = process_tree(proc.pid)  # before it exits: its orphans leave its tree
     proc.terminate()
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout)
+    if family:
+        terminate_processes(family, grace=min(timeout, 5.0), kill_grace=min(timeout, 3.0))
+
+
+# -- process lifecycle: whole trees, bounded ----------------------------------------
+
+_PR_SET_CHILD_SUBREAPER = 36
+_subreaper = False
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux): a process whose
+    parent dies is re-parented here instead of to init, so it stays in this process's
+    tree and ``process_tree(os.getpid())`` still finds it when it is time to stop.
+    False where the kernel does not offer it. The caller reaps them (``reap_orphans``)."""
+    global _subreaper
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        _subreaper = _subreaper or libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        pass
+    return _subreaper
+
+
+def reap_orphans(keep: Iterable[int] = ()) -> None:
+    """In a subreaper (``become_subreaper``), collect the exit status of this process's
+    exited children except ``keep`` (the ones a ``subprocess.Popen`` owns and waits for
+    itself), so that the orphans it inherits do not stay zombies. A no-op elsewhere, so
+    that it never takes an exit status a ``Popen`` of the caller's is waiting for."""
+    if not _subreaper:
+        return
+    keep = set(keep)
+    try:
+        children = psutil.Process().children()
+    except psutil.Error:
+        return
+    for child in children:
+        if child.pid in keep:
+            continue
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError, OSError):
+            pass
+
+
+def alive(proc: psutil.Process) -> bool:
+    """Running, and not merely a zombie waiting for its parent to collect it."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    """``pid``'s descendants (children, theirs, ...), alive now; [] if it is gone."""
+    try:
+        return [p for p in psutil.Process(pid).children(recursive=True) if alive(p)]
+    except psutil.Error:
+        return []
+
+
+def same_process(pid: int, started: float) -> psutil.Process | None:
+    """The process ``pid`` if it is still the one that started at ``started`` (its
+    ``create_time``) and alive; None once it has exited or the pid was reused."""
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - started) < 0.05 and alive(proc):
+            return proc
+    except psutil.Error:
+        pass
+    return None
+
+
+def _signal_all(procs: Iterable[psutil.Process], groups: Iterable[int], sig: int) -> None:
+    for group in groups:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, sig)
+    for proc in procs:
+        with suppress(psutil.Error):
+            proc.send_signal(sig)
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    left = [p for p in procs if alive(p)]
+    while left and time.monotonic() < deadline:
+        reap_orphans()
+        time.sleep(0.1)
+        left = [p for p in left if alive(p)]
+    return left
+
+
+def terminate_processes(procs: Iterable[psutil.Process], *, groups: Iterable[int] = (),
+                        grace: float = 8.0, kill_grace: float = 3.0) -> list[psutil.Process]:
+    """Stop ``procs`` and every process group in ``groups``: SIGTERM to all of them at
+    once, up to ``grace`` seconds to exit, then SIGKILL to the groups, to the survivors
+    and to anything they started meanwhile, and up to ``kill_grace`` seconds more.
+    Bounded by ``grace + kill_grace`` (plus a moment to look). Returns what is still
+    alive after that: nothing, unless a process cannot be killed."""
+    procs, groups = [p for p in procs if alive(p)], list(groups)
+    _signal_all(procs, groups, signal.SIGTERM)
+    left = _wait_gone(procs, grace)
+    if groups:  # a group can hold processes that were not in procs (started late)
+        left += [p for g in groups for p in _group_members(g) if p not in left]
+    late = [c for p in left for c in process_tree(p.pid) if c not in left]
+    left += late
+    if not left:
+        return []
+    _signal_all(left, groups, signal.SIGKILL)
+    return _wait_gone(left, kill_grace)
+
+
+def _group_members(group: int) -> list[psutil.Process]:
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == group and alive(proc):
+                members.append(proc)
+        except (ProcessLookupError, psutil.Error, OSError):
+            pass
+    return members
 
 
 @dataclass
@@ -158,12 +285,15 @@ def local_stack(root: Path, *, server_port: int | None = None,
     ``STORAGE_EMULATOR_HOST`` is set in this process too for the duration, so its own
     Cloud Storage clients see the emulator's buckets, and put back afterwards.
     """
-    gcs = StorageEmulator(root / "gcs", gcs_port or free_port(), root / "gcs.log").start()
-    previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = gcs.host
+    gcs = StorageEmulator(root / "gcs", gcs_port or free_port(), root / "gcs.log")
     server = ServerProcess(root / "healthcare", server_port or free_port(),
                            root / "server.log", env={"STORAGE_EMULATOR_HOST": gcs.host})
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
     try:
+        # Inside the try: an emulator that started but never answered (or a Ctrl-C
+        # while waiting for it) is stopped too, not left running.
+        gcs.start()
+        os.environ["STORAGE_EMULATOR_HOST"] = gcs.host
         server.start()
         yield LocalStack(server, gcs)
     finally:
@@ -223,12 +353,72 @@ def seed_source(url: str, store: str) -> int:
 # -- Airflow --------------------------------------------------------------------------
 
 
-def airflow_env(home: Path, server_url: str, gcs_host: str) -> dict[str, str]:
+#: Airflow imports ``airflow_local_settings`` from ``$AIRFLOW_HOME/config`` in every
+#: process it starts. Airflow 3.3's log servers (the scheduler's task log server on
+#: ``[logging] worker_log_server_port``, the triggerer's on ``trigger_log_server_port``)
+#: are ``airflow.utils.serve_logs.serve_logs``, which hard-codes ``uvicorn.run(host="")``:
+#: every interface, IPv4 and IPv6, and no setting changes it. This hook turns exactly
+#: that call's empty host into loopback; a host given explicitly (the API server's
+#: ``[api] host``) is passed through as it is.
+_LOOPBACK_HOOK_MARK = "# Written by dicom_deid.devstack.airflow_env"
+_LOOPBACK_HOOK = _LOOPBACK_HOOK_MARK + """ (rewritten on every call).
+# Keeps Airflow's log servers on loopback: airflow.utils.serve_logs binds uvicorn to
+# host "" (all interfaces) and has no setting for it; this rewrites that empty host to
+# 127.0.0.1. An explicit host ([api] host) is passed through unchanged.
+import uvicorn as _uvicorn
+
+__all__ = []  # nothing here is an Airflow policy or a settings override
+
+if not getattr(_uvicorn.run, "_dicom_deid_loopback", False):
+    _uvicorn_run = _uvicorn.run
+
+    def _loopback_run(*args, **kwargs):
+        if kwargs.get("host") == "":
+            kwargs["host"] = "127.0.0.1"
+        return _uvicorn_run(*args, **kwargs)
+
+    _loopback_run._dicom_deid_loopback = True
+    _uvicorn.run = _loopback_run
+"""
+
+
+def _write_loopback_hook(home: Path) -> None:
+    """``home/config/airflow_local_settings.py`` := ``_LOOPBACK_HOOK``, unless a file of
+    someone else's is there (then it is left alone: its owner decides)."""
+    path = home / "config" / "airflow_local_settings.py"
+    current = path.read_text() if path.exists() else None
+    if current == _LOOPBACK_HOOK or (current is not None
+                                     and not current.startswith(_LOOPBACK_HOOK_MARK)):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_LOOPBACK_HOOK)
+
+
+def airflow_env(home: Path, server_url: str, gcs_host: str, *, api_port: int | None = None,
+                worker_log_port: int | None = None,
+                trigger_log_port: int | None = None) -> dict[str, str]:
     """The environment every Airflow component gets: only the connection and variables a
     real deployment would set (the server's URL as the connection's ``api_endpoint``,
     ``STORAGE_EMULATOR_HOST``), so what works here works on Google Cloud with another
     connection. The venv's ``bin/`` is on ``PATH`` because Airflow starts its
-    components as ``airflow`` subprocesses."""
+    components as ``airflow`` subprocesses.
+
+    Everything Airflow listens on is on 127.0.0.1: the API server (``[api] host``), the
+    scheduler's health check server if enabled, and the log servers, through the
+    ``airflow_local_settings`` hook this writes into ``home/config`` (``_LOOPBACK_HOOK``:
+    no setting does it). ``api_port`` (the API server, and the execution API URL tasks
+    call, which Airflow otherwise assumes on port 8080), ``worker_log_port`` and
+    ``trigger_log_port`` stay Airflow's defaults (8080, 8793, 8794) unless given."""
+    _write_loopback_hook(home)
+    ports = {}
+    if api_port is not None:
+        ports["AIRFLOW__API__PORT"] = str(api_port)
+        ports["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = (
+            f"http://127.0.0.1:{api_port}/execution/")
+    if worker_log_port is not None:
+        ports["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(worker_log_port)
+    if trigger_log_port is not None:
+        ports["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(trigger_log_port)
     return {
         **os.environ,
         "AIRFLOW_HOME": str(home),
@@ -241,4 +431,7 @@ def airflow_env(home: Path, server_url: str, gcs_host: str) -> dict[str, str]:
         "STORAGE_EMULATOR_HOST": gcs_host,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]),
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+        **ports,
     }

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from dicom_deid_airflow.hooks.healthcare import (
     DEFAULT_ENDPOINT,
     HealthcareApiError,
@@ -125,12 +125,28 @@ def test_api_errors_carry_status_and_message(hook: HealthcareHook, dataset: str)
     assert str(exc).startswith(f"get DICOM store {dataset}/dicomStores/missing failed: ")
     assert str(exc).endswith("(404 NOT_FOUND)")
     assert not exc.retryable
+    # A request the API refused fails the task at once: Airflow does not retry it.
+    assert isinstance(exc, AirflowFailException)
     with pytest.raises(HealthcareApiError) as err:
         hook.create_dicom_store(dataset, "bad id!")
     assert (err.value.code, err.value.status) == (400, "INVALID_ARGUMENT")
     assert isinstance(err.value, AirflowException)
     for text in (str(err.value), repr(err.value)):
         assert "Bearer" not in text and "Authorization" not in text
+
+
+def test_dicomweb_errors_carry_the_apis_status_and_no_uid(hook: HealthcareHook,
+                                                          dataset: str) -> None:
+    """requests' own ``HTTPError: 404 ... for url: .../studies/<UID>`` quotes the UID and
+    drops the API's message; the hook's session raises the API's status instead."""
+    web = hook.dicomweb_client(f"{dataset}/dicomStores/missing")
+    with pytest.raises(HealthcareApiError) as err:
+        web.search_for_studies(search_filters={"StudyInstanceUID": "1.2.3.4.5.6.7"})
+    exc = err.value
+    assert (exc.code, exc.status) == (404, "NOT_FOUND") and isinstance(exc, AirflowFailException)
+    assert "1.2.3.4.5.6.7" not in str(exc)
+    assert str(exc).startswith(f"DICOMweb GET studies of DICOM store {dataset}/dicomStores/"
+                               "missing failed:")
 
 
 def test_a_4xx_is_not_retried(dataset: str) -> None:

@@ -136,6 +136,21 @@ def test_an_operation_error_fails_the_task_naming_it(hook, dataset, source) -> N
         operator.execute_complete(context(TaskInstance("deidentify")), event)
 
 
+@pytest.mark.parametrize(("code", "final"), [(3, True), (5, True), (7, True), (9, True),
+                                             (1, True), (13, False), (14, False),
+                                             (10, False)])
+def test_only_a_transient_operation_error_is_retried(hook, dataset, source, code: int,
+                                                     final: bool) -> None:
+    """INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED... would fail a new operation the
+    same way: AirflowFailException, no retry. INTERNAL, UNAVAILABLE, ABORTED may not."""
+    operator = deidentify(source, new_store(hook, dataset))
+    event = {"status": "error", "operation": f"{dataset}/operations/8", "counter": {},
+             "error": {"code": code, "message": "nope"}}
+    with pytest.raises(AirflowException) as err:
+        operator.execute_complete(context(TaskInstance("deidentify")), event)
+    assert isinstance(err.value, AirflowFailException) is final
+
+
 def test_a_retry_reattaches_instead_of_resubmitting(hook, dataset, source) -> None:
     destination = new_store(hook, dataset)
     ti = TaskInstance("deidentify")

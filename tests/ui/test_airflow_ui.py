@@ -4,13 +4,31 @@
 server and a Cloud Storage emulator, with a seeded source store. This module starts the
 same thing: the session's server and emulator (tests/conftest.py), ``dicom_deid.up.seed``
 and ``airflow standalone`` with ``dicom_deid.devstack.airflow_env``, on free ports and a
-throw-away ``AIRFLOW_HOME``. Then, in Debian's Chromium through Playwright, it signs in
-through the login form with the password standalone generated, checks that the DAG list
-shows both DAGs, and fills and submits the trigger form of ``dicom_deidentify``: the
-profile dropdown must offer every config in include/configs/deid/, and the run it
-creates must carry the values chosen in the form (read back through the REST API) and be
-picked up by the scheduler (its ``validate`` task succeeds). The pipeline itself is
-covered by tests/dags/test_pipeline_e2e.py; nothing here waits for it to finish.
+throw-away ``AIRFLOW_HOME`` (one for the whole module). Then, in Debian's Chromium
+through Playwright, it signs in through the login form with the password standalone
+generated and:
+
+- checks that the DAG list shows both DAGs;
+- reads the trigger form of ``dicom_deidentify``: the required mark (the label's
+  ``*``, Chakra's ``requiredIndicator``) on exactly the params that need a value, every
+  param's description under its field, each profile offered with its plain description,
+  the export formats by name, and no raw Jinja anywhere;
+- fills and submits the form: the run carries the chosen values (read back through the
+  REST API), is picked up by the scheduler (``validate`` succeeds), and its Run report
+  link answers at once with the "in progress" page the setup task wrote;
+- follows a run whose source store does not exist: ``validate`` fails on its first try,
+  within seconds, nothing is created, and the report the teardown wrote says so in a
+  red banner (screenshot checked);
+- shows the graph of a run at its default zoom (screenshot checked);
+- approves a run's human review in Required Actions (then the run exports and its
+  report names the decision and the reviewer), and rejects another's;
+- hands two manifests, posted as two Asset events while the handoff DAG is paused, to
+  ``dicom_training_handoff`` in one run that handles both.
+
+The runs these tests follow are triggered through the REST API, all at once, by the
+first test that needs one (``runs``), so they make progress while the others look at
+the UI. Every wait is bounded. Screenshots go to each test's ``tmp_path`` (their paths
+are printed: ``pytest -s`` or ``-rA`` shows them).
 
 Chromium comes from Debian (``make setup`` installs it); Playwright never downloads a
 browser here. A missing Chromium fails the module, it is not skipped.
@@ -19,6 +37,7 @@ browser here. A missing Chromium fails the module, it is not skipped.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -31,13 +50,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import psutil
 import pytest
 import requests
+import yaml
+from dicom_deid_airflow.manifest import MANIFEST_COLUMNS
+from googleapiclient.discovery import Resource
+from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from dicom_deid.devstack import airflow_env, free_port
-from dicom_deid.up import seed
+from dicom_deid.gcs import client as gcs_client
+from dicom_deid.up import BUCKET, seed
+from tests.helpers import stores_api
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -45,13 +72,22 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-quic", "--no-first-run",
                  "--disable-component-update", "--disable-sync"]
-DAG_IDS = ("dicom_deidentify", "dicom_training_handoff")
+DAG_ID, HANDOFF_DAG_ID = "dicom_deidentify", "dicom_training_handoff"
+DAG_IDS = (DAG_ID, HANDOFF_DAG_ID)
 # The profiles the issue names; the dropdown must offer at least these, and exactly the
 # configs shipped in include/configs/deid/.
 NAMED_PROFILES = {"basic", "research", "ultrasound", "keep-all-pixels-only"}
 STARTUP_TIMEOUT = 180.0
 UI_TIMEOUT_MS = 30_000
 HTTP_TIMEOUT = 30  # SQLite behind a busy 2-core machine answers slowly at times
+DEMO_DATASET = "projects/demo/locations/local/datasets/demo"  # what seed() creates
+#: Params that need a value (the form marks them ``*``), and those that may stay empty.
+REQUIRED_PARAMS = ("source_store", "profile", "sample_size", "export_mime_type",
+                   "max_failures")
+OPTIONAL_PARAMS = ("destination_store_id", "study_uids", "export_prefix", "overwrite",
+                   "dry_run", "require_review")
+FINISHED = ("success", "failed")
+TI_DONE = ("success", "failed", "upstream_failed", "skipped", "removed")
 
 
 @dataclass
@@ -80,11 +116,34 @@ class AirflowUI:
             self._token = r.json()["access_token"]
         return self._token
 
-    def api(self, path: str) -> dict:
-        r = requests.get(f"{self.url}/api/v2/{path}", timeout=HTTP_TIMEOUT,
-                         headers={"Authorization": f"Bearer {self.token()}"})
-        r.raise_for_status()
+    def api(self, path: str, method: str = "GET", body: dict | None = None) -> dict:
+        r = requests.request(method, f"{self.url}/api/v2/{path}", json=body,
+                             timeout=HTTP_TIMEOUT,
+                             headers={"Authorization": f"Bearer {self.token()}"})
+        if not r.ok:  # the API's own words, not only the status
+            raise requests.HTTPError(f"{method} {path}: {r.status_code} {r.text[:2000]}",
+                                     response=r)
         return r.json()
+
+    def trigger(self, conf: dict, prefix: str) -> str:
+        """A manual run of dicom_deidentify through the REST API; its run id."""
+        run_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.api(f"dags/{DAG_ID}/dagRuns", "POST",
+                 {"dag_run_id": run_id, "logical_date": None, "conf": conf})
+        return run_id
+
+    def run(self, run_id: str, dag_id: str = DAG_ID) -> dict:
+        return self.api(f"dags/{dag_id}/dagRuns/{run_id}")
+
+    def ti(self, run_id: str, task_id: str) -> dict:
+        return self.api(f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
+
+    def states(self, run_id: str) -> dict[str, str]:
+        found = self.api(f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")
+        return {t["task_id"]: t["state"] for t in found["task_instances"]}
+
+    def report_href(self, run_id: str) -> str:
+        return f"/dicom-deid/reports/{DAG_ID}/{run_id}/report.html"
 
 
 def _wait(what: str, check, ui: AirflowUI, timeout: float) -> object:  # noqa: ANN001
@@ -100,6 +159,49 @@ def _wait(what: str, check, ui: AirflowUI, timeout: float) -> object:  # noqa: A
                 return result
         time.sleep(1)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}:\n{ui.log_tail()}")
+
+
+def _finished(ui: AirflowUI, run_id: str, timeout: float, dag_id: str = DAG_ID) -> dict:
+    """The run once it has ended (bounded)."""
+    return _wait(f"run {run_id} of {dag_id} to end", lambda: (
+        run if (run := ui.run(run_id, dag_id))["state"] in FINISHED else None), ui, timeout)
+
+
+def _failures(ui: AirflowUI, run_id: str) -> str:
+    """What went wrong in a run, for an assertion message: states and the log lines."""
+    return f"{ui.states(run_id)}\n" + "\n".join(
+        line[:3000] for line in ui.log_tail(300_000).splitlines()
+        if run_id in line and re.search(r"error|exception|failed", line, re.I))[-8000:]
+
+
+def _seconds(start: str, end: str) -> float:
+    from datetime import datetime
+
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def _pixels(path: Path, rgb: tuple[int, int, int], tolerance: int = 12) -> int:
+    """How many pixels of a screenshot are ``rgb`` (within ``tolerance`` per channel)."""
+    with Image.open(path) as image:
+        data = np.asarray(image.convert("RGB"), dtype=np.int16)
+    return int((np.abs(data - np.array(rgb, dtype=np.int16)) <= tolerance).all(-1).sum())
+
+
+def _shot(page: Page, path: Path, **kwargs: object) -> Path:
+    page.screenshot(path=path, **kwargs)
+    print(f"screenshot: {path}")
+    return path
+
+
+def _open_run_report(page: Page, ui: AirflowUI, run_id: str, task_id: str) -> None:
+    """On-call's way: the task's page, its Details tab, the "Run report" extra link."""
+    page.goto(f"{ui.url}/dags/{DAG_ID}/runs/{run_id}/tasks/{task_id}")
+    page.get_by_role("link", name="Details", exact=True).click()  # lists "Extra Links"
+    link = page.get_by_role("link", name="Run report")
+    expect(link).to_have_attribute("href", ui.report_href(run_id))
+    link.click()
+    expect(page).to_have_url(f"{ui.url}{ui.report_href(run_id)}")
+    expect(page.locator("section#status")).to_be_visible()
 
 
 def _stop_group(proc: subprocess.Popen) -> None:

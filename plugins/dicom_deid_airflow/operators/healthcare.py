@@ -53,6 +53,11 @@ if TYPE_CHECKING:
 
 #: task_state_store key (and XCom key) holding the running operation's name.
 OPERATION_KEY = "operation_name"
+#: google.rpc codes of an operation error worth a retry (a new operation): UNKNOWN,
+#: DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED (e.g. the server restarted under it),
+#: INTERNAL, UNAVAILABLE. Any other (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED,
+#: FAILED_PRECONDITION, CANCELLED...) fails the task at once.
+TRANSIENT_RPC_CODES = (2, 4, 8, 10, 13, 14)
 #: XCom key of the create operator: true when this run created the store (not reused).
 CREATED_KEY = "created"
 UI_COLOR = "#d4e9f7"
@@ -314,9 +319,13 @@ class HealthcareOperationOperator(ResumableJobMixin, HealthcareBaseOperator):
         name = event.get("operation") or self._operation_name or "?"
         if event.get("status") != "success":
             error = event.get("error")
-            if error:  # the operation itself failed: a retry submits a new one
+            if error:  # the operation itself failed: a retry would submit a new one
                 self._forget(context)
-                raise AirflowException(
+                # Only a transient fault is worth a new operation; a bad config, a missing
+                # resource or a refused permission would fail the same way again.
+                kind = (AirflowException if error.get("code") in TRANSIENT_RPC_CODES
+                        else AirflowFailException)
+                raise kind(
                     f"{self.task_type} operation {name} failed: {error.get('message', '')} "
                     f"(code {error.get('code')})")
             # Polling failed; the operation may still run: keep its name for the retry.
