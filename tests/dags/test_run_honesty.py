@@ -172,3 +172,32 @@ def test_a_dry_run_routes_estimates_and_creates_nothing(airflow_env, dataset,
                            / path_segment(run_id) / "estimate.json").read_text())
     assert estimate["routes"]["metadata"]["instances"] == 2
     assert _stores(healthcare, name) == before
+
+
+def test_a_failed_run_deletes_the_empty_store_it_created(airflow_env, healthcare,
+                                                         server) -> None:
+    """Every instance fails de-identification (pixel data shorter than its header says,
+    under a profile that paints text everywhere): the run is red at deidentify_metadata,
+    and the destination it created holds nothing, so the report deletes it and says so."""
+    from dicom_deid.corpus.quirks import quirks
+
+    [short] = [q for q in quirks() if q.name == "pixel-data-short"]
+    datasets = healthcare.projects().locations().datasets()
+    dataset_id = f"honest-{uuid.uuid4().hex[:8]}"
+    datasets.create(parent=PARENT, datasetId=dataset_id, body={}).execute()
+    name = f"{PARENT}/datasets/{dataset_id}"
+    store = datasets.dicomStores().create(parent=name, dicomStoreId="source",
+                                          body={}).execute()["name"]
+    assert stow_raw(f"{server.url}/v1/{store}/dicomWeb", [short.build()]).status_code == 200
+    run, run_id = _run(airflow_env, {"source_store": store, "profile": "ultrasound",
+                                     "destination_store_id": "emptied",
+                                     "export_prefix": f"gs://{BUCKET}/emptied"})
+    assert run.returncode != 0
+    dag_run, tasks = _db(airflow_env, run_id)
+    assert dag_run["state"] == "failed"
+    assert tasks["create_destination_store"][0] == "success"
+    assert tasks["deidentify_metadata"] == ("failed", 1), tasks  # a verdict: no retry
+    html = _report(airflow_env, run_id)
+    assert "Run failed at deidentify_metadata" in html and "more than max_failures" in html
+    assert "deleted: this failed run created it and left it empty" in html
+    assert _stores(healthcare, name) == ["source"]
