@@ -117,6 +117,18 @@ def test_a_study_filter_that_matches_nothing_fails_validate(airflow_env, dataset
     assert _stores(healthcare, name) == before  # nothing created
 
 
+def test_an_empty_source_fails_validate(airflow_env, dataset, healthcare) -> None:
+    name, _, _ = dataset
+    healthcare.projects().locations().datasets().dicomStores().create(
+        parent=name, dicomStoreId="empty", body={}).execute()
+    before = _stores(healthcare, name)
+    run, run_id = _run(airflow_env, {"source_store": f"{name}/dicomStores/empty",
+                                     "export_prefix": f"gs://{BUCKET}/empty"})
+    _assert_failed_at_validate(airflow_env, run, run_id,
+                               "Nothing to de-identify: the source store holds no instances")
+    assert _stores(healthcare, name) == before
+
+
 def test_a_missing_source_store_fails_at_once_and_creates_nothing(airflow_env, dataset,
                                                                   healthcare) -> None:
     name, _, _ = dataset
