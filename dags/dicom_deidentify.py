@@ -203,9 +203,9 @@ with DAG(
         required=plan["require_review"],
         prepare=_report_for_review,
         subject="Review the de-identified sample of run {{ run_id }}",
-        body="Open the run report ({{ ti.task.dag.dag_id }} / {{ run_id }}: the Run report "
-             "link of this task) and compare the sampled before/after pairs. Approve to "
-             "export; Reject stops the run (it fails, nothing is exported).",
+        body="Compare the sampled before/after pairs in the run report (below, and the "
+             "Run report link of this task). Approve to export; Reject stops the run: it "
+             "fails and nothing is exported.",
     )
 
     export = HealthcareExportDicomStoreOperator(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
+from dicom_deid_airflow.links import run_report_url
 from dicom_deid_airflow.report_paths import reports_dir
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class ReviewApprovalOperator(ApprovalOperator):
         if self.prepare is not None:
             self.prepare(context)
         self._write(context, {"required": True, "decision": "awaiting"})
+        url = run_report_url(context["dag"].dag_id, context["run_id"])
+        self.body = f"{self.body or ''}\n\nRun report: {url}".strip()
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
