@@ -14,10 +14,7 @@ import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from dicom_deid_airflow.run_report import Sections
+from typing import Any
 
 #: Files beside the report that the page links (relative, so the served page reaches them).
 LINKED_FILES = ("verification.csv", "deidentified.json", "counts.json", "export.json",
@@ -35,6 +32,24 @@ class Banner:
     headline: str
     detail: str = ""
     failures: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Sections:
+    """What the page shows; each section filled independently."""
+
+    banner: Banner
+    params: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=dict)
+    estimate: dict[str, Any] | None = None
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    review: dict[str, Any] | None = None
+    handoff: str = ""
+    pairs: list[Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
 
 
 def _e(value: Any) -> str:

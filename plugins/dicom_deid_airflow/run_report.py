@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ from urllib.parse import quote
 
 from dicom_deid.api_schema import config_digest
 from dicom_deid_airflow.operators.review import DECISION_FILE
-from dicom_deid_airflow.report_page import Banner, write_report
+from dicom_deid_airflow.report_page import Banner, Sections, write_report
 from dicom_deid_airflow.run_record import read_outcomes
 
 if TYPE_CHECKING:
@@ -45,23 +44,6 @@ FAILED_STATES = ("failed", "upstream_failed")
 _PAIRS = 6
 
 
-@dataclass
-class Sections:
-    """What the page shows; each section filled independently."""
-
-    banner: Banner
-    params: dict[str, Any] = field(default_factory=dict)
-    resources: dict[str, Any] = field(default_factory=dict)
-    tasks: list[dict[str, Any]] = field(default_factory=list)
-    counts: dict[str, Any] = field(default_factory=dict)
-    estimate: dict[str, Any] | None = None
-    gates: list[dict[str, Any]] = field(default_factory=list)
-    review: dict[str, Any] | None = None
-    handoff: str = ""
-    pairs: list[Any] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
 def shown_params(params: dict) -> dict[str, Any]:
     """The params as used, with study UIDs counted rather than listed (a source UID
     points at a patient's visit)."""
@@ -71,6 +53,18 @@ def shown_params(params: dict) -> dict[str, Any]:
             value = f"{len(value or [])} given" if value else "all studies"
         shown[key] = "(empty)" if value in (None, "") else value
     return shown
+
+
+def in_run_order(tasks: list[Any]) -> list[str]:
+    """Task ids upstream first (the order the graph reads), ties kept in DAG order."""
+    pending = {t.task_id: set(t.upstream_task_ids) for t in tasks}
+    order: list[str] = []
+    while pending:
+        ready = [t for t, ups in pending.items() if not ups - set(order)] or list(pending)[:1]
+        for task_id in ready:
+            order.append(task_id)
+            del pending[task_id]
+    return order
 
 
 def task_log_url(dag_id: str, run_id: str, task_id: str) -> str:
@@ -199,7 +193,7 @@ def write_run_report(context: dict, run: RunRef, *, final: bool = True) -> dict[
     plan = {key: _pull(context, "validate", key) for key in (
         "source_store", "destination_store", "export_prefix", "profile", "config",
         "dry_run", "source_instances", "export_mime_type")}
-    dag_tasks = [t.task_id for t in context["dag"].tasks]
+    dag_tasks = in_run_order(context["dag"].tasks)
     states: dict[str, str] = {}
     outcomes = read_outcomes(out)
 
