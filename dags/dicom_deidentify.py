@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, Asset, Param, task
+from airflow.sdk import DAG, Asset, Param, TaskGroup, task
 from dicom_deid_airflow.configs import profile_descriptions, profiles
 from dicom_deid_airflow.links import add_run_report_link
 from dicom_deid_airflow.operators.healthcare import (
@@ -150,31 +150,6 @@ with DAG(
 
         return chosen_routes({"series": series})
 
-    plan = validate()
-    routes = route(plan)
-
-    create = HealthcareCreateDicomStoreOperator(
-        task_id="create_destination_store",
-        dataset_name=plan["dataset"],
-        store_id=plan["destination_store_id"],
-        overwrite=plan["overwrite"],
-        gcp_conn_id=GCP_CONN_ID,
-    )
-
-    deidentify = {
-        name: HealthcareDeidentifyDicomStoreOperator(
-            task_id=f"deidentify_{name}",
-            source_store=plan["source_store"],
-            destination_store=plan["destination_store"],
-            max_failures=plan["max_failures"],
-            config=routes[f"{name}_config"],
-            filter_uri=routes[f"{name}_filter_uri"],
-            gcp_conn_id=GCP_CONN_ID,
-            deferrable=True,
-        )
-        for name in ("pixel", "metadata")
-    }
-
     @task(trigger_rule="none_failed_min_one_success")
     def verify(plan: dict) -> dict:
         """A seeded sample of source/destination pairs checked attribute by attribute."""
@@ -197,25 +172,6 @@ with DAG(
         from dicom_deid_airflow.steps import RunRef
 
         write_run_report(context, RunRef.current(GCP_CONN_ID), final=False)
-
-    review = ReviewApprovalOperator(
-        task_id="review",
-        required=plan["require_review"],
-        prepare=_report_for_review,
-        subject="Review the de-identified sample of run {{ run_id }}",
-        body="Compare the sampled before/after pairs in the run report (below, and the "
-             "Run report link of this task). Approve to export; Reject stops the run: it "
-             "fails and nothing is exported.",
-    )
-
-    export = HealthcareExportDicomStoreOperator(
-        task_id="export",
-        store=plan["destination_store"],
-        uri_prefix=plan["export_prefix"],
-        mime_type=plan["export_mime_type"],
-        gcp_conn_id=GCP_CONN_ID,
-        deferrable=True,
-    )
 
     @task(retries=0)
     def gate_export(plan: dict) -> dict:
@@ -247,15 +203,69 @@ with DAG(
         return write_run_report(get_current_context(), RunRef.current(GCP_CONN_ID),
                                 final=True)
 
+    # Four groups between the report's setup and teardown, so that the graph reads at its
+    # default zoom; prefix_group_id=False keeps the task ids (links, XComs, the report).
     opened = open_report()
-    deidentified = [deidentify["pixel"], deidentify["metadata"]]
-    verification = verify(plan)
-    gate = gate_deidentified(plan, verification, deidentify["pixel"].output,
-                             deidentify["metadata"].output)
+    with TaskGroup("plan", prefix_group_id=False,
+                   tooltip="validate params and resources, route by modality, estimate"):
+        plan = validate()
+        routes = route(plan)
+        proceed = unless_dry_run(plan["dry_run"])
+        routes >> proceed
+    with TaskGroup("deidentify", prefix_group_id=False,
+                   tooltip="create the destination, one operation per route"):
+        create = HealthcareCreateDicomStoreOperator(
+            task_id="create_destination_store",
+            dataset_name=plan["dataset"],
+            store_id=plan["destination_store_id"],
+            overwrite=plan["overwrite"],
+            gcp_conn_id=GCP_CONN_ID,
+        )
+        deidentify = {
+            name: HealthcareDeidentifyDicomStoreOperator(
+                task_id=f"deidentify_{name}",
+                source_store=plan["source_store"],
+                destination_store=plan["destination_store"],
+                max_failures=plan["max_failures"],
+                config=routes[f"{name}_config"],
+                filter_uri=routes[f"{name}_filter_uri"],
+                gcp_conn_id=GCP_CONN_ID,
+                deferrable=True,
+            )
+            for name in ("pixel", "metadata")
+        }
+        create >> choose(routes["series"]) >> [deidentify["pixel"], deidentify["metadata"]]
+    with TaskGroup("check", prefix_group_id=False,
+                   tooltip="verify a sample, quality gates, optional human review"):
+        verification = verify(plan)
+        gate = gate_deidentified(plan, verification, deidentify["pixel"].output,
+                                 deidentify["metadata"].output)
+        review = ReviewApprovalOperator(
+            task_id="review",
+            required=plan["require_review"],
+            prepare=_report_for_review,
+            retries=0,  # a person's verdict is final
+            subject="Review the de-identified sample of run {{ run_id }}",
+            body="Compare the sampled before/after pairs in the run report (below, and the "
+                 "Run report link of this task). Approve to export; Reject stops the run: "
+                 "it fails and nothing is exported.",
+        )
+        gate >> review
+    with TaskGroup("publish", prefix_group_id=False,
+                   tooltip="export, gate the export, manifest and Asset event"):
+        export = HealthcareExportDicomStoreOperator(
+            task_id="export",
+            store=plan["destination_store"],
+            uri_prefix=plan["export_prefix"],
+            mime_type=plan["export_mime_type"],
+            gcp_conn_id=GCP_CONN_ID,
+            deferrable=True,
+        )
+        published = export >> gate_export(plan) >> manifest(plan)
     opened >> plan
-    routes >> unless_dry_run(plan["dry_run"]) >> create
-    create >> choose(routes["series"]) >> deidentified >> verification
-    gate >> review >> export >> gate_export(plan) >> manifest(plan) >> report().as_teardown(
-        setups=opened)
+    proceed >> create
+    [deidentify["pixel"], deidentify["metadata"]] >> verification
+    review >> export
+    published >> report().as_teardown(setups=opened)
 
     add_run_report_link(dag.tasks)

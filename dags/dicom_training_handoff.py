@@ -5,10 +5,13 @@ Runs whenever `dicom_deidentify` publishes a manifest (Asset `dicom_deid_manifes
 **gate** the manifest with Great Expectations, then **load** every listed image as an
 array and write dataset statistics beside it (proof the export is trainable).
 
-It is **not paused on creation**: a manifest published before anyone unpaused it would
-otherwise be lost. A run triggered by several Asset events (the DAG was paused, or two
-exports finished close together) gates and loads **every** manifest in them, oldest
-first, and fails naming each one it could not handle.
+It is **not paused on creation**: Airflow queues an Asset event only for DAGs that are
+not paused, so a manifest published while it is paused starts no run, ever. A run
+triggered by several Asset events (two exports finished while a run was queued) gates
+and loads **every** manifest in them, oldest first, and fails naming each one it could
+not handle. To catch up after a pause, trigger it by hand with the missed manifests in
+the `manifest` param (several, separated by commas or new lines); each export's report
+names its manifest.
 
 **Vertex AI (optional, off by default).** When the Airflow Variable
 `dicom_deid_vertex_ai` (JSON) says `"enabled": true` - or a manual run sets
@@ -45,9 +48,10 @@ with DAG(
     tags=["dicom", "ml", "handoff", "vertex-ai"],
     default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
     params={
-        "manifest": Param("", type="string", title="Manifest (manual runs)",
-                          description="gs://... manifest to hand off when the run was "
-                                      "not triggered by a dicom_deidentify run"),
+        "manifest": Param("", type=["null", "string"], title="Manifests (manual runs)",
+                          description="gs://... manifest(s) to hand off when the run was "
+                                      "not triggered by a dicom_deidentify run: one, or "
+                                      "several separated by commas or new lines"),
         "train_on_vertex": Param(False, type="boolean", title="Train on Vertex AI",
                                  description="Start the Vertex AI job for this run even if "
                                              "the dicom_deid_vertex_ai Variable's enabled is "

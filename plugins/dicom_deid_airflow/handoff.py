@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -95,8 +96,10 @@ def load_and_describe(manifest_uri: str,
 
 def manifests_of(events: Sequence[Any], manual: str | None) -> list[str]:
     """Every manifest the triggering Asset events name, oldest first (a run triggered by
-    several events - the DAG was paused, or two exports finished close together - must
-    handle each), else the manual run's ``manifest`` param.
+    several events - two exports finished while a run was queued - must handle each),
+    else the manual run's ``manifest`` param: one URI, or several separated by commas or
+    new lines (the catch-up for events published while the DAG was paused, which
+    Airflow does not queue).
 
     An event without a manifest URI fails the run naming its position: skipping it would
     lose an export without a word.
@@ -117,8 +120,9 @@ def manifests_of(events: Sequence[Any], manual: str | None) -> list[str]:
             f"URI (events {bad}); the others were not handed off either")
     if uris:
         return uris
-    if manual:
-        return [str(manual)]
+    listed = [u for u in re.split(r"[\s,]+", str(manual or "")) if u]
+    if listed:
+        return list(dict.fromkeys(listed))
     raise AirflowFailException("no dicom_deid_manifest event triggered this run and no "
                                "manifest param was given")
 

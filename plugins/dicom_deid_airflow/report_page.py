@@ -170,9 +170,10 @@ def write_report(path: Path, *, title: str, sections: Sections, written: str) ->
     page = f"""<!doctype html><meta charset=utf-8><title>{_e(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:80em}}table{{border-collapse:collapse;
 margin-bottom:1em}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;
-vertical-align:top}}.ok,.success{{color:#070}}.fail,.failed,.upstream_failed{{color:#b00;
-font-weight:bold}}.banner{{padding:0.5em 1em;border-radius:6px}}figure{{display:inline-block;
-margin:8px;vertical-align:top;max-width:540px}}figure img{{margin-right:4px}}</style>
+vertical-align:top}}td.ok,td.success{{color:#070}}td.fail,td.failed,td.upstream_failed{{
+color:#b00;font-weight:bold}}.banner{{padding:0.5em 1em;border-radius:6px}}
+figure{{display:inline-block;margin:8px;vertical-align:top;max-width:540px}}
+figure img{{margin-right:4px}}</style>
 <h1>{_e(title)}</h1>{_banner(sections.banner)}
 <p class=written>Written {_e(written)}.</p>
 <h2>Resources</h2>{_table(sections.resources)}

@@ -29,6 +29,9 @@ def test_every_manifest_of_every_event_in_order_once() -> None:
 
 def test_a_manual_run_uses_its_param_and_nothing_at_all_fails() -> None:
     assert manifests_of([], "gs://b/m.parquet") == ["gs://b/m.parquet"]
+    # The catch-up after a pause: several, by comma or line, each once.
+    assert manifests_of([], "gs://b/1.parquet,\ngs://b/2.parquet gs://b/1.parquet") == [
+        "gs://b/1.parquet", "gs://b/2.parquet"]
     with pytest.raises(AirflowFailException, match="no dicom_deid_manifest event"):
         manifests_of([], "")
 

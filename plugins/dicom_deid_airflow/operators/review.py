@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.standard.exceptions import HITLRejectException, HITLTriggerEventError
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from dicom_deid_airflow.links import run_report_url
 from dicom_deid_airflow.report_paths import reports_dir
@@ -77,6 +79,15 @@ class ReviewApprovalOperator(ApprovalOperator):
                     else str(user),
                     "responded_at": str(event.get("responded_at") or "")}
         self._write(context, decision)
-        result = super().execute_complete(context, event)
+        try:
+            result = super().execute_complete(context, event)
+        except (HITLRejectException, HITLTriggerEventError) as exc:
+            # A person's verdict (or their silence) is final: a retry would ask again and
+            # overwrite the decision the report shows.
+            what = ("rejected the sample" if isinstance(exc, HITLRejectException)
+                    else "got no answer in time")
+            who = f" (by {decision['reviewer']})" if decision["reviewer"] else ""
+            raise AirflowFailException(
+                f"the review {what}{who}: nothing is exported") from exc
         return {"required": True, "decision": decision["decision"],
                 "reviewer": decision["reviewer"], "chosen_options": result["chosen_options"]}
