@@ -25,6 +25,7 @@ from PIL import Image
 from dicom_deid.gcs import parse_gs_uri
 from dicom_deid_airflow.configs import SUITES
 from dicom_deid_airflow.quality import raise_if_failed, run_gate
+from dicom_deid_airflow.run_record import safe_error
 from dicom_deid_airflow.storage import storage_client
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,11 @@ def for_each_manifest(uris: Sequence[str], step: Callable[[str], dict],
         try:
             results.append({"manifest": uri, **step(uri)})
         except Exception as exc:
-            log.error("%s failed for %s: %s", what, uri, type(exc).__name__)
-            failed.append(f"{uri} ({type(exc).__name__}: {str(exc)[:300]})")
+            # The message only where it is known not to quote data (run_record.safe_error):
+            # a reader's error may quote a value of the file it could not read.
+            error = safe_error(exc) or {}
+            log.error("%s failed for %s: %s", what, uri, error.get("class"))
+            failed.append(f"{uri} ({error.get('class')}: {error.get('message')})")
     if failed:
         raise AirflowException(f"{what} failed for {len(failed)} of {len(uris)} manifests: "
                                + "; ".join(failed))

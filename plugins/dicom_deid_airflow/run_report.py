@@ -164,12 +164,14 @@ def _pairs(run: RunRef, plan: dict, out: Path) -> tuple[list[Any], str]:
     return pairs, note
 
 
-def _cleanup(plan: dict, context: dict, run: RunRef, failed: bool) -> str:
+def _cleanup(plan: dict, context: dict, run: RunRef, states: dict[str, str]) -> str:
     """A destination store this run created and left empty is deleted when it failed."""
-    if not failed or not plan.get("destination_store"):
+    if not any(s in FAILED_STATES for s in states.values()) or not plan.get(
+            "destination_store"):
         return ""
     if not _pull(context, "create_destination_store", "created"):
-        return "kept (not created by this run)" if states_ran(context, run) else ""
+        ran = states.get("create_destination_store") == "success"
+        return "kept (not created by this run)" if ran else ""
     hook = run.hook()
     count = hook.instance_count(plan["destination_store"])
     if count:
@@ -178,10 +180,6 @@ def _cleanup(plan: dict, context: dict, run: RunRef, failed: bool) -> str:
     log.info("Deleted the empty destination store %s, which this failed run created",
              plan["destination_store"])
     return "deleted: this failed run created it and left it empty"
-
-
-def states_ran(context: dict, run: RunRef) -> bool:
-    return _states(context, run).get("create_destination_store") == "success"
 
 
 def write_run_report(context: dict, run: RunRef, *, final: bool = True) -> dict[str, Any]:
@@ -194,7 +192,6 @@ def write_run_report(context: dict, run: RunRef, *, final: bool = True) -> dict[
         "source_store", "destination_store", "export_prefix", "profile", "config",
         "dry_run", "source_instances", "export_mime_type")}
     dag_tasks = in_run_order(context["dag"].tasks)
-    states: dict[str, str] = {}
     outcomes = read_outcomes(out)
 
     def attempt(what: str, fn: Any) -> Any:
@@ -209,7 +206,6 @@ def write_run_report(context: dict, run: RunRef, *, final: bool = True) -> dict[
 
     states = attempt("task states", lambda: _states(context, run)) or {}
     states.pop(context["ti"].task_id, None)
-    failed = any(s in FAILED_STATES for s in states.values())
     sections.banner = _banner(run, states, outcomes, final, bool(plan.get("dry_run")))
     sections.tasks = _tasks([t for t in dag_tasks if t != context["ti"].task_id], states,
                             outcomes)
@@ -219,7 +215,7 @@ def write_run_report(context: dict, run: RunRef, *, final: bool = True) -> dict[
     if manifest.get("uri"):
         sections.resources["manifest"] = manifest["uri"]
     if final:
-        cleanup = attempt("cleanup", lambda: _cleanup(plan, context, run, failed))
+        cleanup = attempt("cleanup", lambda: _cleanup(plan, context, run, states))
         if cleanup:
             sections.resources["destination store"] = (
                 f"{plan['destination_store']} ({cleanup})")

@@ -126,7 +126,8 @@ def plan_routes(plan: dict, run: RunRef) -> dict:
     (``series``), filter URI (``<route>_filter_uri``) and config (``<route>_config``):
     flat keys, so that the DAG wires each into its operator as an XComArg.
     """
-    web = run.hook().dicomweb_client(plan["source_store"])
+    hook = run.hook()
+    web = hook.dicomweb_client(plan["source_store"])
     rows = list(web.search_for_series(fields=["Modality"], get_remaining=True))
     routes = route(rows, plan["study_uids"], pixel_prone_modalities())
     if not any(routes.values()):
@@ -136,7 +137,7 @@ def plan_routes(plan: dict, run: RunRef) -> dict:
                                    "filter) has no series to de-identify")
     bucket_name = parse_gs_uri(plan["export_prefix"], "export_prefix").bucket
     bucket = storage_client(run.gcp_conn_id).bucket(bucket_name)
-    sizes = _route_sizes(run.hook(), plan["source_store"], rows, routes)
+    sizes = _route_sizes(hook, plan["source_store"], rows, routes)
     estimate = cost_estimate(sizes, load_pricing())
     (run.report_dir / ESTIMATE_FILE).write_text(json.dumps(
         {"routes": {name: size.to_dict() for name, size in sizes.items()},

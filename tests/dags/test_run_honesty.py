@@ -33,19 +33,25 @@ def airflow_env(tmp_path_factory, server, gcs_emulator) -> dict:  # noqa: ANN001
                             gcs_emulator.host, BUCKET)
 
 
-@pytest.fixture(scope="module")
-def dataset(healthcare, server) -> tuple[str, str, str]:  # noqa: ANN001
-    """A dataset with a two-instance source store; returns (dataset, store, study UID)."""
+def _source(healthcare, server, parts: list[bytes]) -> tuple[str, str]:  # noqa: ANN001
+    """A new dataset with a ``source`` store holding ``parts``; (dataset, store)."""
     datasets = healthcare.projects().locations().datasets()
     dataset_id = f"honest-{uuid.uuid4().hex[:8]}"
     datasets.create(parent=PARENT, datasetId=dataset_id, body={}).execute()
     name = f"{PARENT}/datasets/{dataset_id}"
     store = datasets.dicomStores().create(parent=name, dicomStoreId="source",
                                           body={}).execute()["name"]
-    parts = [Path(get_testdata_file(n)).read_bytes() for n in ("CT_small.dcm", "MR_small.dcm")]
     assert stow_raw(f"{server.url}/v1/{store}/dicomWeb", parts).status_code == 200
+    return name, store
+
+
+@pytest.fixture(scope="module")
+def dataset(healthcare, server) -> tuple[str, str, str]:  # noqa: ANN001
+    """A dataset with a two-instance source store; returns (dataset, store, study UID)."""
     import pydicom
 
+    name, store = _source(healthcare, server, [
+        Path(get_testdata_file(n)).read_bytes() for n in ("CT_small.dcm", "MR_small.dcm")])
     study = str(pydicom.dcmread(get_testdata_file("CT_small.dcm")).StudyInstanceUID)
     return name, store, study
 
@@ -194,13 +200,7 @@ def test_a_failed_run_deletes_the_empty_store_it_created(airflow_env, healthcare
     from dicom_deid.corpus.quirks import quirks
 
     [short] = [q for q in quirks() if q.name == "pixel-data-short"]
-    datasets = healthcare.projects().locations().datasets()
-    dataset_id = f"honest-{uuid.uuid4().hex[:8]}"
-    datasets.create(parent=PARENT, datasetId=dataset_id, body={}).execute()
-    name = f"{PARENT}/datasets/{dataset_id}"
-    store = datasets.dicomStores().create(parent=name, dicomStoreId="source",
-                                          body={}).execute()["name"]
-    assert stow_raw(f"{server.url}/v1/{store}/dicomWeb", [short.build()]).status_code == 200
+    name, store = _source(healthcare, server, [short.build()])
     run, run_id = _run(airflow_env, {"source_store": store, "profile": "ultrasound",
                                      "destination_store_id": "emptied",
                                      "export_prefix": f"gs://{BUCKET}/emptied"})

@@ -15,7 +15,6 @@ Vertex AI itself is never called (no Google access here, and no HTTP is faked):
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import sqlite3
@@ -24,10 +23,7 @@ import sys
 import uuid
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
-from dicom_deid_airflow.manifest import MANIFEST_COLUMNS
 from dicom_deid_airflow.vertex import (
     ENV_MANIFEST,
     ENV_STATS,
@@ -38,10 +34,9 @@ from dicom_deid_airflow.vertex import (
     handoff_job,
     parse_config,
 )
-from PIL import Image
 
 from dicom_deid.gcs import client as gcs_client
-from tests.dags.helpers import AIRFLOW, migrated_airflow
+from tests.dags.helpers import AIRFLOW, migrated_airflow, write_minimal_export
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILE = REPO / "dags" / "dicom_training_handoff.py"
@@ -228,21 +223,7 @@ def airflow_env(tmp_path_factory, server, gcs_emulator) -> dict:  # noqa: ANN001
 
 
 def _export(prefix: str) -> str:
-    """One exported PNG and its manifest (the columns ``manifest.build_manifest``
-    writes, the ones the manifest gate requires filled); returns the manifest URI."""
-    bucket = gcs_client("test").bucket(BUCKET)
-    png = io.BytesIO()
-    Image.fromarray(np.arange(48, dtype=np.uint8).reshape(6, 8)).save(png, format="PNG")
-    name = f"{prefix}/1.2.826.0.1/1.2.826.0.1.2/1.2.826.0.1.2.3.png"
-    bucket.blob(name).upload_from_string(png.getvalue(), content_type="image/png")
-    row = dict.fromkeys(MANIFEST_COLUMNS)
-    row.update(uri=f"gs://{BUCKET}/{name}", study_uid="1.2.826.0.1",
-               series_uid="1.2.826.0.1.2", sop_uid="1.2.826.0.1.2.3", size=len(png.getvalue()),
-               modality="US", rows=6, columns=8)
-    table = io.BytesIO()
-    pd.DataFrame([row], columns=list(MANIFEST_COLUMNS)).to_parquet(table, index=False)
-    bucket.blob(f"{prefix}/manifest.parquet").upload_from_string(table.getvalue())
-    return f"gs://{BUCKET}/{prefix}/manifest.parquet"
+    return write_minimal_export(gcs_client("test").bucket(BUCKET), prefix)
 
 
 def _airflow(env: dict, *args: str) -> subprocess.CompletedProcess:

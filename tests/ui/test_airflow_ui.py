@@ -51,12 +51,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import psutil
 import pytest
 import requests
 import yaml
-from dicom_deid_airflow.manifest import MANIFEST_COLUMNS
 from googleapiclient.discovery import Resource
 from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
@@ -64,6 +62,7 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from dicom_deid.devstack import airflow_env, free_port
 from dicom_deid.gcs import client as gcs_client
 from dicom_deid.up import BUCKET, seed
+from tests.dags.helpers import write_minimal_export
 from tests.helpers import stores_api
 
 REPO = Path(__file__).resolve().parents[2]
@@ -673,21 +672,7 @@ def _respond_in_required_actions(page: Page, ui: AirflowUI, run_id: str,
 
 
 def _export(bucket: str, prefix: str) -> str:
-    """One exported PNG and its manifest (the columns ``manifest.build_manifest``
-    writes; tests/dags/test_vertex_handoff.py writes the same); the manifest's URI."""
-    blobs = gcs_client("demo").bucket(bucket)
-    png = io.BytesIO()
-    Image.fromarray(np.arange(48, dtype=np.uint8).reshape(6, 8)).save(png, format="PNG")
-    name = f"{prefix}/1.2.826.0.1/1.2.826.0.1.2/1.2.826.0.1.2.3.png"
-    blobs.blob(name).upload_from_string(png.getvalue(), content_type="image/png")
-    row = dict.fromkeys(MANIFEST_COLUMNS)
-    row.update(uri=f"gs://{bucket}/{name}", study_uid="1.2.826.0.1",
-               series_uid="1.2.826.0.1.2", sop_uid="1.2.826.0.1.2.3", size=len(png.getvalue()),
-               modality="US", rows=6, columns=8)
-    table = io.BytesIO()
-    pd.DataFrame([row], columns=list(MANIFEST_COLUMNS)).to_parquet(table, index=False)
-    blobs.blob(f"{prefix}/manifest.parquet").upload_from_string(table.getvalue())
-    return f"gs://{bucket}/{prefix}/manifest.parquet"
+    return write_minimal_export(gcs_client("demo").bucket(bucket), prefix)
 
 
 def test_manifests_published_while_the_handoff_is_paused_go_with_the_next_one(

@@ -33,7 +33,7 @@ import psutil
 import pytest
 import requests
 
-from dicom_deid.devstack import free_port
+from dicom_deid.devstack import alive, free_port
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -56,13 +56,6 @@ class Up:
 
     def output(self, chars: int = 6000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def _family(up: Up) -> list[psutil.Process]:
@@ -113,11 +106,11 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
     deadline = time.monotonic() + timeout
     left = procs
     while time.monotonic() < deadline:
-        left = [p for p in left if _alive(p)]
+        left = [p for p in left if alive(p)]
         if not left:
             return []
         time.sleep(0.1)
-    return [p for p in left if _alive(p)]
+    return [p for p in left if alive(p)]
 
 
 def _env() -> dict[str, str]:
