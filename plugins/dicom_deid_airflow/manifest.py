@@ -11,8 +11,11 @@ Export naming, as written by the Cloud Healthcare API and the local server
 (``dicom_deid/server/transfer.py``)::
 
     {prefix}/{study}/{series}/{instance}.dcm          application/dicom (default)
-    {prefix}/{study}/{series}/{instance}.png|.jpeg    image/png, image/jpeg, one frame
-    {prefix}/{study}/{series}/{instance}/frame_{n}.png|.jpeg    multi-frame, n from 1
+    {prefix}/{study}/{series}/{instance}.png|.jpg     image/png, image/jpeg, one frame
+    {prefix}/{study}/{series}/{instance}/{n}.png|.jpg multi-frame, n from 1
+
+(the discovery document's ``GcsDestination.mimeType``: ``.../{instance_id}
+[/{frame_number}].{extension}``, ``.jpg`` for image/jpeg).
 
 :func:`list_exported_objects` parses all three; an object under the prefix that fits
 none of them keeps its name and size with empty UIDs, so the export gate sees it. The
@@ -43,7 +46,7 @@ log = logging.getLogger(__name__)
 _UID = r"[0-9][0-9.]*"
 _OBJECT = re.compile(
     rf"(?P<study>{_UID})/(?P<series>{_UID})/(?P<instance>{_UID})"
-    r"(?:\.(?P<ext>dcm|png|jpeg)|/frame_(?P<frame>[0-9]+)\.(?P<fext>png|jpeg))"
+    r"(?:\.(?P<ext>dcm|png|jpg)|/(?P<frame>[0-9]+)\.(?P<fext>png|jpg))"
 )
 _MANIFEST_NAMES = ("manifest.parquet", "manifest.csv")
 _QIDO_PAGE = 1000

@@ -26,7 +26,8 @@ from functools import lru_cache
 from importlib import resources
 
 #: The schemas :func:`validate` is called with; the vendored file holds their closure.
-ROOTS = ("DeidentifyConfig", "DeidentifyDicomStoreRequest")
+ROOTS = ("DeidentifyConfig", "DeidentifyDicomStoreRequest", "DeidentifyDatasetRequest",
+         "Dataset", "DicomStore", "SetIamPolicyRequest", "TestIamPermissionsRequest")
 #: The vendored schemas, relative to this package.
 VENDORED = "data/healthcare-v1-deidentify-schemas.json"
 

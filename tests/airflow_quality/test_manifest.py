@@ -112,7 +112,7 @@ def test_manifest_csv_and_an_object_without_metadata(corpus: Corpus, hc, bucket,
 
 
 def test_rendered_export_names_are_parsed(corpus: Corpus, hc, bucket, gcs, tmp_path) -> None:
-    """image/png exports write {instance}.png (one frame) or {instance}/frame_N.png: the
+    """image/png exports write {instance}.png (one frame) or {instance}/{N}.png: the
     listing still finds each instance, and the DICOM export gate rejects the names."""
     store = corpus.stores["strong"]
     prefix = f"gs://{bucket.name}/png"
@@ -126,7 +126,7 @@ def test_rendered_export_names_are_parsed(corpus: Corpus, hc, bucket, gcs, tmp_p
 
     # Multi-frame instances are exported as one object per frame.
     for n in (1, 2):
-        bucket.blob(f"cine/1.2/1.3/1.4/frame_{n}.png").upload_from_string(b"png")
+        bucket.blob(f"cine/1.2/1.3/1.4/{n}.png").upload_from_string(b"png")
     frames = list_exported_objects(gcs, f"gs://{bucket.name}/cine")
     assert list(frames["instance"]) == ["1.4", "1.4"]
     assert list(frames["frame"]) == [1, 2]

@@ -244,3 +244,67 @@ def test_private_element_in_keep_list_keeps_its_creator(marked: MarkedInstance) 
     assert ds[tag].value == marked.dataset[tag].value
     creator = (tag & 0xFFFF0000) | ((tag & 0xFFFF) >> 8)
     assert ds[creator].value == marked.dataset[creator].value
+
+
+# -- keepList / removeList without a filterProfile: the API's documented meaning ------
+
+#: The tags of the keep list in Google's dataset de-identification sample (file meta
+#: keywords among them: the file meta is always rebuilt, whatever a list says).
+GOOGLE_SAMPLE_KEEP = ["Columns", "NumberOfFrames", "PixelRepresentation",
+                      "MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "Rows",
+                      "SamplesPerPixel", "BitsAllocated", "HighBit",
+                      "PhotometricInterpretation", "BitsStored", "PatientID",
+                      "TransferSyntaxUID", "SOPInstanceUID", "StudyInstanceUID",
+                      "SeriesInstanceUID", "PixelData"]
+
+
+def test_keep_list_alone_keeps_only_the_listed_tags(marked: MarkedInstance) -> None:
+    """"List of tags to keep. Remove all other tags." Nothing else stays: not the
+    minimal profile's attributes, not the IOD's required ones, not the marks a profile
+    adds; only SOP Class and Instance UIDs, which the file meta must repeat."""
+    config = {"dicom": {"keepList": {"tags": GOOGLE_SAMPLE_KEEP}}}
+    out, ds = run(config, marked.to_bytes())
+    src = marked.dataset
+    listed = {kw for kw in GOOGLE_SAMPLE_KEEP if not kw.startswith(("MediaStorage", "Transfer"))}
+    present = {kw for kw in listed if kw in src}
+    assert {e.keyword for e in ds} == present | {"SOPClassUID", "SOPInstanceUID"}
+    assert ds.PatientID == src.PatientID  # listed: kept as it was
+    # Kept UIDs are still replaced: skipIdRedaction is the API's way to keep them.
+    for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        assert ds[kw].value == new_uid(src[kw].value, KEY)
+    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert ds.file_meta.MediaStorageSOPClassUID == ds.SOPClassUID == src.SOPClassUID
+    kept_markers = {str(src[kw].value) for kw in present if kw != "PixelData"}
+    leaked = [line for line in leftovers(marked, out, ("table", "nested", "private",
+                                                       "free_text"))
+              if line.rsplit(" ", 1)[1] not in kept_markers]
+    assert leaked == []
+
+
+def test_keep_list_alone_with_skip_id_redaction_keeps_uids(marked: MarkedInstance) -> None:
+    config = {"dicom": {"keepList": {"tags": GOOGLE_SAMPLE_KEEP}, "skipIdRedaction": True}}
+    _, ds = run(config, marked.to_bytes())
+    for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        assert ds[kw].value == marked.dataset[kw].value
+
+
+def test_keep_list_that_drops_what_a_store_needs_says_so(marked: MarkedInstance) -> None:
+    from dicom_deid.engine.instance import DeidentifyError
+
+    config = {"dicom": {"keepList": {"tags": ["PatientID", "PixelData"]}}}
+    with pytest.raises(DeidentifyError) as info:
+        run(config, marked.to_bytes())
+    message = str(info.value)
+    assert "keepList does not list StudyInstanceUID and SeriesInstanceUID" in message
+    assert "keeps only the tags it lists" in message
+    assert marked.dataset.PatientID not in message
+
+
+def test_remove_list_alone_removes_those_and_keeps_the_rest(marked: MarkedInstance) -> None:
+    """"List of tags to remove. Keep all other tags." (UIDs still replaced.)"""
+    config = {"dicom": {"removeList": {"tags": ["PatientName", "StudyDescription"]}}}
+    _, ds = run(config, marked.to_bytes())
+    src = marked.dataset
+    assert "PatientName" not in ds and "StudyDescription" not in ds
+    assert ds.PatientID == src.PatientID and ds.Modality == src.Modality
+    assert ds.SOPInstanceUID == new_uid(src.SOPInstanceUID, KEY)

@@ -29,6 +29,13 @@ CONFIGS = {
                         {"infoTypes": ["DATE"], "dateShiftConfig": {"cryptoKey": DATE_KEY}}]}},
     "minimal": {"dicom": {"filterProfile": "MINIMAL_KEEP_LIST_PROFILE"}},
     "keep-all": {"dicom": {"filterProfile": "KEEP_ALL_PROFILE"}},
+    # A keep list alone: these tags only, sequences kept whole (their UIDs replaced).
+    "keep-list": {"dicom": {"keepList": {"tags": [
+        "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "Modality", "Rows", "Columns",
+        "PixelData", "ReferencedImageSequence", "SourceImageSequence",
+        "AnatomicRegionSequence", "RequestAttributesSequence", "ProcedureCodeSequence",
+        "ReferencedStudySequence", "ReferencedPerformedProcedureStepSequence",
+        "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"]}}},
 }
 
 

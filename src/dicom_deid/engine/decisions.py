@@ -39,7 +39,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 
 from . import iod_types
-from .plan import KEEP_ALL, MINIMAL, TAG_CONTENTS, Plan
+from .plan import KEEP_ALL, KEEP_LIST, MINIMAL, TAG_CONTENTS, Plan
 from .ps315 import table
 from .sequence_bytes import SequenceRewriter
 from .uids import new_uid
@@ -189,14 +189,34 @@ def decide(tag: int, ctx: Context, depth: int, strict: bool = False) -> str:
     than keeps: there, text and dates the table has no row for are not kept either.
     """
     action = _decide(tag, ctx, depth, strict)
-    return required_by(action, tag, ctx, depth) if ctx.iod else action
+    # A keep list says exactly what stays: the IOD does not add to it (an instance it
+    # leaves without required attributes is what the caller asked for; see README).
+    if ctx.iod and ctx.plan.profile != KEEP_LIST:
+        return required_by(action, tag, ctx, depth)
+    return action
+
+
+def kept(tag: int, plan: Plan) -> str:
+    """The action on an attribute a keep list or the keep-all profile keeps: its value,
+    except a UID, which is replaced unless the plan retains UIDs."""
+    return "U" if tag in uid_tags() and not plan.retain_uids else "K"
+
+
+#: What a keep list keeps whether it lists them or not: the file meta repeats them.
+FILE_META_NEEDS = frozenset({0x00080016, 0x00080018})  # SOPClassUID, SOPInstanceUID
 
 
 def _decide(tag: int, ctx: Context, depth: int, strict: bool) -> str:
     plan = ctx.plan
     profile = plan.profile
     if profile == KEEP_ALL:
-        return "U" if tag in uid_tags() and not plan.retain_uids else "K"
+        return kept(tag, plan)
+    if profile == KEEP_LIST:
+        # At the top level only the listed tags stay (they never reach here: see
+        # ``apply_profile``); inside a sequence the list kept, everything is kept.
+        if depth == 0 and tag not in FILE_META_NEEDS:
+            return "X"
+        return kept(tag, plan)
     if profile == TAG_CONTENTS:
         return "U" if tag in uid_tags() and not plan.retain_uids else "T"
     group = tag >> 16

@@ -13,7 +13,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
 from . import raw_elements
-from .decisions import Context, decision, vr_of
+from .decisions import Context, decision, kept, vr_of
 from .element_actions import TEXT_VRS, change_value
 from .failures import PROFILE, ElementFailure
 from .plan import BASIC, KEEP_ALL, MINIMAL
@@ -39,7 +39,7 @@ def apply_profile(ds: Dataset, ctx: Context, depth: int = 0, strict: bool = Fals
             del ds[tag]
             changed = True
             continue
-        if tag in plan.keep:
+        if tag in plan.keep and kept(tag, plan) == "K":
             continue
         if tag & 0xFFFF == 0:  # group lengths are retired and would be wrong after this
             del ds[tag]
@@ -48,8 +48,9 @@ def apply_profile(ds: Dataset, ctx: Context, depth: int = 0, strict: bool = Fals
         if tag >> 16 & 1:
             private.append(tag)
             continue
+        action = kept(tag, plan) if tag in plan.keep else decision(tag, ctx, depth, strict)
         try:
-            changed |= _act(ds, tag, decision(tag, ctx, depth, strict), ctx, depth)
+            changed |= _act(ds, tag, action, ctx, depth)
         except ElementFailure as exc:
             raise exc.inside(tag) from None
         except Exception as exc:  # the kind of failure and where, never the data

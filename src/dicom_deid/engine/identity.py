@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 
 from .. import IMPLEMENTATION_VERSION_NAME
-from .plan import BASIC, KEEP_ALL, MINIMAL, TAG_CONTENTS, Plan
+from .plan import BASIC, KEEP_ALL, KEEP_LIST, MINIMAL, TAG_CONTENTS, Plan
 
 # CID 7050 "De-identification Method" codes (scheme DCM).
 CODES = {
@@ -36,11 +36,13 @@ def _codes(plan: Plan) -> list[str]:
 
 
 def mark(ds: Dataset, plan: Plan, temporal: str) -> None:
-    """Record the de-identification in ``ds``; KEEP_ALL keeps identity, so says nothing.
+    """Record the de-identification in ``ds``; KEEP_ALL keeps identity, so says nothing,
+    and a keep list adds nothing it does not list.
 
     ``temporal`` is MODIFIED (dates shifted), REMOVED or UNMODIFIED.
     """
-    if plan.profile == KEEP_ALL:
+    if plan.profile in (KEEP_ALL, KEEP_LIST):
+        # keep-all keeps identity; a keep list keeps only what it lists, marks included
         return
     keys = _codes(plan)
     ds.PatientIdentityRemoved = "YES"

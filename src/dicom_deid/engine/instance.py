@@ -30,7 +30,7 @@ from .decisions import Context, pointed_to
 from .failures import PIXEL_DECODE, PROFILE, WRITING, ElementFailure, tag_label
 from .filter_profile import apply_profile
 from .identifiers import known_identifiers
-from .plan import MINIMAL, TAG_CONTENTS, Plan
+from .plan import KEEP_LIST, MINIMAL, TAG_CONTENTS, Plan
 from .reading import UnreadableInstance, read, required_uids
 
 # pydicom logs (as well as warns) about odd values, quoting them: no value of an
@@ -120,6 +120,14 @@ def deidentify_dataset(ds: Dataset, plan: Plan) -> Dataset:
     for keyword in ("SOPClassUID", "SOPInstanceUID"):
         if keyword not in ds:  # a remove list may not take what the file meta needs
             raise DeidentifyError(f"{keyword} was removed; it is required in every instance")
+    if plan.profile == KEEP_LIST:
+        missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID") if k not in ds]
+        if missing:
+            raise DeidentifyError(
+                f"config.dicom.keepList does not list {' and '.join(missing)}: a keepList "
+                "keeps only the tags it lists (and the SOP Class and Instance UIDs), and a "
+                "DICOM store cannot hold an instance without them; add them to "
+                "keepList.tags")
     ds.file_meta = writing.file_meta(ds.SOPClassUID, ds.SOPInstanceUID, ts)
     ds.preamble = b"\0" * 128
     return ds

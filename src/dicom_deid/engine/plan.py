@@ -7,9 +7,15 @@ instance, keeps the per-instance work to table lookups.
 Where the API's documentation leaves a choice open, the choice made here is:
 
 * ``keepList`` / ``removeList`` may be given with a ``filterProfile`` (the API makes
-  them alternatives); they then override the profile for the tags they name. A
-  ``keepList`` alone means the minimal keep list plus those tags, as the API
-  describes it ("keep these, remove all other tags").
+  them alternatives); they then override the profile for the tags they name.
+* A ``keepList`` alone means what the API documents: "List of tags to keep. Remove all
+  other tags." Only the listed tags stay, plus the SOP Class and SOP Instance UIDs the
+  file meta must repeat (PS3.10) so the output stays a valid file; no profile adds
+  anything, not even the de-identification marks. A ``removeList`` alone: "List of
+  tags to remove. Keep all other tags." (the keep-all profile minus those tags).
+* Whatever keeps a UID (a keep list, the keep-all profile) still replaces it unless
+  ``skipIdRedaction`` is set: the API regenerates UIDs "by default" and names
+  ``skipIdRedaction`` as the way to keep them.
 * ``skipIdRedaction`` keeps *every* UID (the Retain UIDs Option), not only the four
   instance UIDs the API names: keeping those four while replacing the UIDs that
   refer to them would leave references pointing nowhere.
@@ -30,6 +36,9 @@ from pydicom.tag import Tag
 from ..api_schema import ConfigError, validate
 
 KEEP_ALL = "KEEP_ALL_PROFILE"
+#: Not an API enum value: the profile of a ``keepList`` given without a
+#: ``filterProfile`` (keep the listed tags, remove all others).
+KEEP_LIST = "KEEP_LIST_ONLY"
 MINIMAL = "MINIMAL_KEEP_LIST_PROFILE"
 BASIC = "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"
 TAG_CONTENTS = "DEIDENTIFY_TAG_CONTENTS"
@@ -205,7 +214,7 @@ def build_plan(config: dict | None, key: bytes, *, retain_safe_private: bool = F
     remove = frozenset(parse_tag(t, f"config.dicom.removeList.tags[{i}]")
                        for i, t in enumerate((dicom.get("removeList") or {}).get("tags") or ()))
     if "filterProfile" not in dicom and "keepList" in dicom:
-        profile = MINIMAL
+        profile = KEEP_LIST
     transformations = _transformations(
         list(text.get("transformations") or ()), "config.text.transformations", key)
     transformations += _transformations(

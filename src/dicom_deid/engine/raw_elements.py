@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydicom.dataelem import RawDataElement
 
-from .decisions import Context, decision, vr_of
+from .decisions import Context, decision, kept, vr_of
 from .element_actions import DUMMY
 from .plan import BASIC, KEEP_ALL, MINIMAL, TAG_CONTENTS
 from .sequence_bytes import STRING_VRS, UNDEFINED, Fallback, SequenceRewriter
@@ -26,7 +26,8 @@ def rewrite_bytes(raw: RawDataElement, ctx: Context, depth: int,
     if ctx.rewriter is None:
         ctx.rewriter = SequenceRewriter(
             lambda t, d, s: decision(t, ctx, d, s), ctx.uid, DUMMY, ctx.days,
-            bool(raw.is_implicit_VR), plan.profile == KEEP_ALL, plan.keep, plan.remove,
+            bool(raw.is_implicit_VR), plan.profile == KEEP_ALL,
+            frozenset(t for t in plan.keep if kept(t, plan) == "K"), plan.remove,
             plan.profile in (BASIC, MINIMAL))
     if ctx.rewriter.implicit != bool(raw.is_implicit_VR):
         return None

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import deidentify, dicomweb, errors, operations, resources, transfer
+from . import deidentify, dicomweb, errors, iam, methods, operations, resources, transfer
 from .names import DatasetName, StoreName, dataset_name, location, store_name
 from .recovery import recover
 from .state import DEFAULT_MAX_BODY, ServerState
@@ -135,9 +135,43 @@ class Api:
     async def get_dataset(self, r: Request, a: list[str]) -> Response:
         return await _sync(resources.get_dataset, self.state, _ds(a))
 
+    @route("PATCH", _DS)
+    async def patch_dataset(self, r: Request, a: list[str]) -> Response:
+        return await _sync(resources.patch_dataset, self.state, _ds(a), await _body(r),
+                           _params(r))
+
     @route("DELETE", _DS)
     async def delete_dataset(self, r: Request, a: list[str]) -> Response:
         return await _sync(resources.delete_dataset, self.state, _ds(a))
+
+    @route("POST", rf"{_DS}:deidentify")
+    async def deidentify_dataset(self, r: Request, a: list[str]) -> Response:
+        return await _sync(deidentify.start_dataset, self.state, _ds(a), await _body(r))
+
+    # IAM policies of datasets and DICOM stores: kept and returned, never enforced
+    @route("GET", rf"{_DS}:getIamPolicy")
+    async def get_dataset_policy(self, r: Request, a: list[str]) -> Response:
+        return await _sync(iam.get_policy, self.state, str(_ds(a)), _params(r))
+
+    @route("POST", rf"{_DS}:setIamPolicy")
+    async def set_dataset_policy(self, r: Request, a: list[str]) -> Response:
+        return await _sync(iam.set_policy, self.state, str(_ds(a)), await _body(r))
+
+    @route("POST", rf"{_DS}:testIamPermissions")
+    async def test_dataset_permissions(self, r: Request, a: list[str]) -> Response:
+        return await _sync(iam.held_permissions, self.state, str(_ds(a)), await _body(r))
+
+    @route("GET", rf"{_ST}:getIamPolicy")
+    async def get_store_policy(self, r: Request, a: list[str]) -> Response:
+        return await _sync(iam.get_policy, self.state, str(_st(a)), _params(r))
+
+    @route("POST", rf"{_ST}:setIamPolicy")
+    async def set_store_policy(self, r: Request, a: list[str]) -> Response:
+        return await _sync(iam.set_policy, self.state, str(_st(a)), await _body(r))
+
+    @route("POST", rf"{_ST}:testIamPermissions")
+    async def test_store_permissions(self, r: Request, a: list[str]) -> Response:
+        return await _sync(iam.held_permissions, self.state, str(_st(a)), await _body(r))
 
     # DICOM stores
     @route("POST", rf"{_DS}/dicomStores")
@@ -308,7 +342,12 @@ class Api:
                     continue
                 args = [unquote(g) for g in m.groups()]
                 return await getattr(self, name)(request, args)
-            if allowed:
+            unserved = methods.find(request.method, path)
+            if unserved is not None:
+                raise errors.ApiError(
+                    501, f"{unserved.id} is not implemented by the local Cloud Healthcare "
+                    "API server (it serves datasets, DICOM stores, DICOMweb and operations)")
+            if allowed or methods.path_known(path):
                 raise errors.ApiError(405, f"method {request.method} is not allowed here")
             raise errors.not_found("no such resource or method on this server")
         except errors.ApiError as exc:

@@ -72,6 +72,12 @@ CREATE TABLE IF NOT EXISTS operation_failures (
     reason TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS failures_by_operation ON operation_failures (operation);
+CREATE TABLE IF NOT EXISTS resource_settings (
+    name TEXT NOT NULL,
+    field TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (name, field)
+);
 """
 
 INSTANCE_COLUMNS = ["store", "transfer_syntax", "path", "size"] + [a.column for a in INDEXED]
@@ -157,6 +163,29 @@ class Catalog:
         except sqlite3.IntegrityError:
             return False
         return True
+
+    # -- settings of a dataset or store kept as JSON (IAM policy, notificationConfig) --
+
+    def settings(self, name: str) -> dict[str, object]:
+        """Every stored setting of the resource ``name``, by field."""
+        return {r["field"]: json.loads(r["value"]) for r in self.db.execute(
+            "SELECT field, value FROM resource_settings WHERE name=?", (name,))}
+
+    @staticmethod
+    def put_setting(db: sqlite3.Connection, name: str, field: str, value: object) -> None:
+        """Set (or, with None, clear) one setting inside ``db``'s transaction."""
+        if value is None:
+            db.execute("DELETE FROM resource_settings WHERE name=? AND field=?", (name, field))
+        else:
+            db.execute("INSERT OR REPLACE INTO resource_settings (name, field, value) "
+                       "VALUES (?,?,?)", (name, field, dumps(value)))
+
+    @staticmethod
+    def drop_settings(db: sqlite3.Connection, name: str) -> None:
+        """Forget the settings of ``name`` and of every resource under it, so a resource
+        created again under the same name starts without its predecessor's policy."""
+        db.execute("DELETE FROM resource_settings WHERE name=? OR substr(name, 1, ?)=?",
+                   (name, len(name) + 1, name + "/"))
 
     def all_instance_paths(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT path FROM instances")}

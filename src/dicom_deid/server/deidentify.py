@@ -1,4 +1,5 @@
-"""``dicomStores.deidentify``: the engine applied to a store, as a long-running operation.
+"""``dicomStores.deidentify`` and ``datasets.deidentify``: the engine applied to a store,
+or to every DICOM store of a dataset, as one long-running operation.
 
 The request is the API's ``DeidentifyDicomStoreRequest``: a ``destinationStore`` that
 must already exist (as in the current v1 API), a ``config`` or a ``gcsConfigUri``,
@@ -32,15 +33,17 @@ from ..api_schema import ConfigError, validate
 from ..engine.instance import DeidentifyError, deidentify_file
 from ..engine.plan import Plan, build_plan
 from ..engine.reading import UnreadableInstance
-from . import errors, ingest, operations
-from .names import StoreName, store_name
+from . import errors, ingest, operations, resources
+from .names import DatasetName, StoreName, dataset_name, store_name
 from .resources import store_pk
 from .state import ServerState
 from .transfer import client, split_uri
 
 METHOD = "google.cloud.healthcare.v1.dicom.DicomService.DeidentifyDicomStore"
+DATASET_METHOD = "google.cloud.healthcare.v1.dataset.DatasetService.DeidentifyDataset"
 RESPONSE = "type.googleapis.com/google.cloud.healthcare.v1.deidentify.DeidentifySummary"
 _STORE = re.compile(r"projects/([^/]+)/locations/([^/]+)/datasets/([^/]+)/dicomStores/([^/]+)")
+_DATASET = re.compile(r"projects/([^/]+)/locations/([^/]+)/datasets/([^/]+)")
 _PATH = re.compile(r"/?studies/([0-9.]+)(?:/series/([0-9.]+)(?:/instances/([0-9.]+))?)?/?")
 _BATCH = 32
 
@@ -118,6 +121,51 @@ def _one(args: tuple[str, str, Plan]) -> str | None:
     return None
 
 
+def _plan(state: ServerState, body: dict) -> Plan:
+    try:
+        return build_plan(_config(body), server_key(state.data_dir))
+    except ConfigError as exc:
+        raise errors.invalid(str(exc)) from None
+
+
+def _run(state: ServerState, progress: operations.Progress, pool: ProcessPoolExecutor,
+         plan: Plan, rows: list, dest_pk: int, where: str = "") -> None:
+    """De-identify ``rows`` into the store ``dest_pk``, a batch at a time: every row ends
+    as one success or one failure (``where`` prefixes the failure's resource name)."""
+    for i in range(0, len(rows), _BATCH):
+        progress.check_cancel()
+        batch = rows[i : i + _BATCH]
+        temps = []
+        for _ in batch:
+            tmp = state.blobs.new_temp()
+            tmp.close()
+            temps.append(tmp.name)
+        reasons = list(pool.map(
+            _one, [(str(state.blobs.path(r["path"])), t, plan)
+                   for r, t in zip(batch, temps, strict=True)]))
+        outcomes = []
+        for row, tmp, reason in zip(batch, temps, reasons, strict=True):
+            resource = (f"{where}studies/{row['study_uid']}/series/{row['series_uid']}"
+                        f"/instances/{row['sop_uid']}")
+            if reason is not None:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                progress.failed(resource, reason)
+                continue
+            outcomes.append((resource, ingest.prepare(state, tmp)))
+        ingest.store(state, dest_pk, [o for _, o in outcomes])
+        for resource, out in outcomes:
+            if out.ok:
+                progress.ok()
+            else:
+                progress.failed(resource, out.reason)
+
+
+def _pool() -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(os.cpu_count() or 1,
+                               mp_context=multiprocessing.get_context("spawn"))
+
+
 def start(state: ServerState, source: StoreName, body: dict) -> dict:
     body = body or {}
     try:
@@ -138,46 +186,65 @@ def start(state: ServerState, source: StoreName, body: dict) -> dict:
     dest_pk = store_pk(state, dest_name)  # 404 if it does not exist
     if dest_pk == src_pk:
         raise errors.invalid("the destination store must differ from the source store")
-    config = _config(body)
-    try:
-        plan = build_plan(config, server_key(state.data_dir))
-    except ConfigError as exc:
-        raise errors.invalid(str(exc)) from None
+    plan = _plan(state, body)
     uri = (body.get("filterConfig") or {}).get("resourcePathsGcsUri")
     filters = _filters(uri) if uri else None
 
     def job(progress: operations.Progress) -> dict:
         rows = _rows(state, src_pk, filters)
         progress.expect(len(rows))
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=context) as pool:
-            for i in range(0, len(rows), _BATCH):
-                progress.check_cancel()
-                batch = rows[i : i + _BATCH]
-                temps = []
-                for _ in batch:
-                    tmp = state.blobs.new_temp()
-                    tmp.close()
-                    temps.append(tmp.name)
-                reasons = list(pool.map(
-                    _one, [(str(state.blobs.path(r["path"])), t, plan)
-                           for r, t in zip(batch, temps, strict=True)]))
-                outcomes = []
-                for row, tmp, reason in zip(batch, temps, reasons, strict=True):
-                    resource = (f"studies/{row['study_uid']}/series/{row['series_uid']}"
-                                f"/instances/{row['sop_uid']}")
-                    if reason is not None:
-                        if os.path.exists(tmp):
-                            os.unlink(tmp)
-                        progress.failed(resource, reason)
-                        continue
-                    outcomes.append((resource, ingest.prepare(state, tmp)))
-                ingest.store(state, dest_pk, [o for _, o in outcomes])
-                for resource, out in outcomes:
-                    if out.ok:
-                        progress.ok()
-                    else:
-                        progress.failed(resource, out.reason)
+        with _pool() as pool:
+            _run(state, progress, pool, plan, rows, dest_pk)
         return {"@type": RESPONSE}
 
     return operations.start(state, source.dataset, METHOD, job)
+
+
+def start_dataset(state: ServerState, source: DatasetName, body: dict) -> dict:
+    """``datasets.deidentify``: every DICOM store of ``source`` into a store of the same
+    ID in a new dataset, as one operation whose counters and failure log cover all of
+    them. FHIR and HL7v2 stores, which Google's method also copies, do not exist on this
+    server. The destination dataset and its empty stores are created before the
+    operation starts, so a second request for the same destination is refused at once
+    (409) rather than racing the first."""
+    body = body or {}
+    try:
+        validate(body, "DeidentifyDatasetRequest", "request")
+    except ConfigError as exc:
+        raise errors.invalid(str(exc)) from None
+    source_row = resources.get_dataset(state, source)  # 404 if it does not exist
+    dest = (body.get("destinationDataset") or "").strip("/")
+    if not dest:
+        raise errors.invalid("destinationDataset is required")
+    m = _DATASET.fullmatch(dest)
+    if not m:
+        raise errors.invalid("destinationDataset must be projects/{project}/locations/"
+                             "{location}/datasets/{dataset}")
+    dest_name = dataset_name(*m.groups())
+    if (dest_name.project, dest_name.location) != (source.project, source.location):
+        raise errors.invalid("the destination dataset must be in the source dataset's "
+                             "location: de-identifying across locations is not supported")
+    plan = _plan(state, body)
+    stores = state.catalog.read("SELECT pk, name FROM stores WHERE dataset=? ORDER BY name",
+                                (str(source),))
+    resources.create_dataset(state, dest_name,
+                             {"timeZone": source_row["timeZone"]}
+                             if "timeZone" in source_row else {})  # 409 if it exists
+    pairs = []
+    for row in stores:
+        store_id = row["name"].rsplit("/", 1)[1]
+        resources.create_store(state, StoreName(dest_name, store_id), {})
+        pairs.append((row["pk"], store_pk(state, StoreName(dest_name, store_id)), store_id))
+
+    def job(progress: operations.Progress) -> dict:
+        work = [(state.catalog.read(
+            "SELECT pk, study_uid, series_uid, sop_uid, path FROM instances WHERE store=? "
+            "ORDER BY pk", (src,)), dst, store_id) for src, dst, store_id in pairs]
+        progress.expect(sum(len(rows) for rows, _, _ in work))
+        with _pool() as pool:
+            for rows, dst, store_id in work:
+                _run(state, progress, pool, plan, rows, dst,
+                     where=f"dicomStores/{store_id}/dicomWeb/")
+        return {"@type": RESPONSE}
+
+    return operations.start(state, source, DATASET_METHOD, job)

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from anyio import to_thread
 from pydicom.uid import ExplicitVRLittleEndian
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from . import errors, ingest, operations, pixels, qido
 from .dicomjson import header
@@ -48,20 +52,64 @@ def _base(request: Request, store: StoreName) -> str:
 
 async def stow(request: Request, state: ServerState, store: StoreName,
                study_uid: str | None) -> Response:
+    """STOW-RS in the forms Google's conformance statement accepts: a multipart/related
+    body of Part 10 files, or one Part 10 file sent as the whole body with
+    ``Content-Type: application/dicom`` (what Google's own samples send)."""
     pk = await to_thread.run_sync(store_pk, state, store)
     if study_uid is not None:
         check_uid(study_uid, "StudyInstanceUID")
     kind, params = content_type(request.headers.get("content-type"))
-    if kind != "multipart/related" or "boundary" not in params:
+    if kind == "application/dicom":
+        parts_of = _single_part
+    elif kind == "multipart/related" and "boundary" in params:
+        if params.get("type", "application/dicom").lower() != "application/dicom":
+            raise errors.ApiError(415, "only application/dicom parts can be stored")
+        parts_of = _multipart
+    else:
         raise errors.ApiError(
-            415, 'STOW-RS needs Content-Type: multipart/related; type="application/dicom"; '
-            "boundary=..."
+            415, "STOW-RS needs Content-Type: application/dicom (one instance) or "
+            'multipart/related; type="application/dicom"; boundary=...'
         )
-    if params.get("type", "application/dicom").lower() != "application/dicom":
-        raise errors.ApiError(415, "only application/dicom parts can be stored")
     declared = request.headers.get("content-length")
-    if declared and int(declared) > state.max_body_bytes:
+    if declared and declared.isdigit() and int(declared) > state.max_body_bytes:
         raise errors.ApiError(413, f"request body is larger than {state.max_body_bytes} bytes")
+    outcomes = await parts_of(request, state, params, study_uid)
+    outcomes = await to_thread.run_sync(ingest.store, state, pk, outcomes)
+    return _stow_response(request, store, outcomes)
+
+
+async def _body_chunks(request: Request, state: ServerState) -> AsyncIterator[bytes]:
+    """The request body as it arrives, refused with 413 once past ``--max-body-mb``."""
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > state.max_body_bytes:
+            raise errors.ApiError(
+                413, f"request body is larger than {state.max_body_bytes} bytes")
+        yield chunk
+
+
+async def _single_part(request: Request, state: ServerState, params: dict,
+                       study_uid: str | None) -> list[ingest.Outcome]:
+    """The whole body is one instance: written to a temp file as it streams in, then
+    checked like one part of a multipart body."""
+    temp = state.blobs.new_temp()
+    try:
+        with temp:
+            async for chunk in _body_chunks(request, state):
+                temp.write(chunk)
+        if os.path.getsize(temp.name) == 0:
+            raise errors.invalid("the request body is empty: send one DICOM Part 10 file")
+    except BaseException:
+        Path(temp.name).unlink(missing_ok=True)
+        raise
+    part = Part(temp.name, "application/dicom", complete=True)
+    return [await to_thread.run_sync(_check_part, state, part, study_uid)]
+
+
+async def _multipart(request: Request, state: ServerState, params: dict,
+                     study_uid: str | None) -> list[ingest.Outcome]:
+    """Each part is checked as soon as it is complete, while later parts still arrive."""
     parser = RelatedParser(params["boundary"], state.blobs)
     checks: list[asyncio.Future] = []  # one per part, started as soon as it is complete
 
@@ -70,14 +118,8 @@ async def stow(request: Request, state: ServerState, store: StoreName,
             checks.append(asyncio.ensure_future(
                 to_thread.run_sync(_check_part, state, parser.parts[len(checks)], study_uid)))
 
-    received = 0
     try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > state.max_body_bytes:
-                raise errors.ApiError(
-                    413, f"request body is larger than {state.max_body_bytes} bytes"
-                )
+        async for chunk in _body_chunks(request, state):
             parser.feed(chunk)
             check_completed()
         parts = parser.finish()
@@ -87,13 +129,11 @@ async def stow(request: Request, state: ServerState, store: StoreName,
         for part in parts[len(checks):]:  # cut off by the end of the body
             checks.append(asyncio.ensure_future(
                 to_thread.run_sync(_check_part, state, part, study_uid)))
-        outcomes = list(await asyncio.gather(*checks))
+        return list(await asyncio.gather(*checks))
     except BaseException:
         await asyncio.gather(*checks, return_exceptions=True)
         parser.discard()
         raise
-    outcomes = await to_thread.run_sync(ingest.store, state, pk, outcomes)
-    return _stow_response(request, store, outcomes)
 
 
 def _check_part(state: ServerState, part: Part, study_uid: str | None) -> ingest.Outcome:
@@ -161,6 +201,10 @@ async def search(request: Request, state: ServerState, store: StoreName, level: 
         return [dict(sorted(r.items())) for r in rows], more
 
     rows, more = await to_thread.run_sync(work)
+    if not rows:
+        # PS3.18 and Google's conformance statement: a search that matches nothing
+        # answers 204 No Content, not 200 with an empty array.
+        return Response(status_code=204)
     headers = {}
     if more:
         headers["Warning"] = (
@@ -197,18 +241,42 @@ AS_STORED = "*"
 _NOT_ON_THE_WEB = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
 
 
-def _accepted_syntax(accept: str | None) -> str | None:
-    """The transfer syntax asked for: a UID, ``*`` (as stored) or None (the default)."""
+@dataclass(frozen=True)
+class Wanted:
+    """What a retrieve's Accept header asks for: one bare Part 10 file (``single``, the
+    ``application/dicom`` form Google accepts for an instance) or a multipart body, and
+    the transfer syntax: a UID, ``*`` (as stored) or None (the default)."""
+
+    single: bool
+    syntax: str | None
+
+
+def _accepted(accept: str | None, instance: bool) -> Wanted:
+    """The first Accept item this server can answer, in the client's order.
+
+    Google's conformance statement: multipart/related; type="application/dicom" for
+    studies, series and instances; the single-part application/dicom only for an
+    instance ("not part of the official DICOMweb standard").
+    """
     if not accept:
-        return None
+        return Wanted(False, None)
+    single_refused = False
     for item in accept.split(","):
         kind, params = content_type(item)
         inner = params.get("type", "").lower()
-        if kind in ("*/*", "multipart/related") and inner in ("", "application/dicom", "*/*") \
-                or kind == "application/dicom":
-            return params.get("transfer-syntax")
+        if kind in ("*/*", "multipart/related") and inner in ("", "application/dicom", "*/*"):
+            return Wanted(False, params.get("transfer-syntax"))
+        if kind == "application/dicom":
+            if instance:
+                return Wanted(True, params.get("transfer-syntax"))
+            single_refused = True
+    if single_refused:
+        raise errors.ApiError(
+            406, "Accept: application/dicom (a single part) is for one instance; a study "
+            'or series is sent as multipart/related; type="application/dicom"')
     raise errors.ApiError(
         406, 'retrieve supports Accept: multipart/related; type="application/dicom"'
+        + (" or application/dicom" if instance else "")
     )
 
 
@@ -228,11 +296,13 @@ async def retrieve(request: Request, state: ServerState, store: StoreName, study
     for uid in (study, series, sop):
         if uid is not None:
             check_uid(uid, "UID")
-    asked = _accepted_syntax(request.headers.get("accept"))
+    wanted = _accepted(request.headers.get("accept"), instance=sop is not None)
     rows = await to_thread.run_sync(_instances, state, store, study, series, sop)
+    targets = [_target(wanted.syntax, r["transfer_syntax"]) for r in rows]
+    if wanted.single:
+        return await _single_instance(state, rows[0], targets[0])
     boundary = new_boundary()
     media = f'multipart/related; type="application/dicom"; boundary={boundary}'
-    targets = [_target(asked, r["transfer_syntax"]) for r in rows]
     if not any(targets):
         files = [(f"application/dicom; transfer-syntax={r['transfer_syntax']}",
                   state.blobs.path(r["path"]), r["size"]) for r in rows]
@@ -254,6 +324,16 @@ async def retrieve(request: Request, state: ServerState, store: StoreName, study
 
     parts = await to_thread.run_sync(transcode_all)
     return StreamingResponse(stream_bytes(boundary, parts), media_type=media)
+
+
+async def _single_instance(state: ServerState, row: object, target: str | None) -> Response:
+    """One instance as the whole body, a Part 10 file a client can save as ``.dcm``."""
+    path = state.blobs.path(row["path"])
+    if target is None:
+        return FileResponse(path, media_type="application/dicom; transfer-syntax="
+                            f"{row['transfer_syntax']}")
+    data = await to_thread.run_sync(pixels.transcode, path, target)
+    return Response(data, media_type=f"application/dicom; transfer-syntax={target}")
 
 
 async def metadata(request: Request, state: ServerState, store: StoreName, study: str,

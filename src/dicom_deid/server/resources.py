@@ -4,7 +4,10 @@ metrics."""
 from __future__ import annotations
 
 import json
+import re
+import zoneinfo
 
+from ..api_schema import ConfigError, validate
 from . import errors
 from .catalog import dumps
 from .clock import now
@@ -26,11 +29,46 @@ def _dataset_json(row: object) -> dict:
 DATASET_TYPE = "type.googleapis.com/google.cloud.healthcare.v1.dataset.Dataset"
 
 
+def _schema(body: object, schema: str) -> dict:
+    """``body`` checked against the discovery document's ``schema`` (400 naming the
+    field, never quoting a value)."""
+    try:
+        validate(body if body is not None else {}, schema, schema[0].lower() + schema[1:])
+    except ConfigError as exc:
+        raise errors.invalid(str(exc)) from None
+    return body or {}
+
+
+def _time_zone(value: object) -> str | None:
+    """Google: "a valid IANA time zone name such as America/New_York or empty"."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise errors.invalid("timeZone must be an IANA time zone name")
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise errors.invalid("timeZone is not an IANA time zone name") from None
+    return value
+
+
+def _update_mask(params: dict, allowed: tuple[str, ...], what: str) -> list[str]:
+    """The ``updateMask`` of a patch: required, and only of fields that may change."""
+    mask = [m.strip() for m in (params.get("updateMask") or "").split(",") if m.strip()]
+    if not mask:
+        raise errors.invalid("updateMask is required")
+    for field in mask:
+        if field not in allowed:
+            raise errors.invalid(f"updateMask field not supported for a {what}: {field} "
+                                 f"(fields that can be updated: {', '.join(allowed)})")
+    return mask
+
+
 def create_dataset(state: ServerState, name: DatasetName, body: dict) -> dict:
     """Insert the dataset; the new Dataset. Google answers ``datasets.create`` with a
     long-running operation: the HTTP layer (``app``) wraps this in one, so that this
     module stays plain CRUD that ``operations`` can read datasets from."""
-    tz = body.get("timeZone") if isinstance(body, dict) else None
+    tz = _time_zone(_schema(body, "Dataset").get("timeZone"))
     with state.catalog.write() as db:
         if db.execute("SELECT 1 FROM datasets WHERE name=?", (str(name),)).fetchone():
             raise errors.already_exists(f"dataset {name.dataset} already exists")
@@ -53,6 +91,19 @@ def list_datasets(state: ServerState, parent: str, params: dict) -> dict:
     return page(params, rows, "datasets", _dataset_json)
 
 
+def patch_dataset(state: ServerState, name: DatasetName, body: dict, params: dict) -> dict:
+    """``datasets.patch``: the time zone is the one field of a v1 Dataset a client can
+    change (``name`` and the ``satisfies*`` flags are output only, ``encryptionSpec``
+    is fixed at creation)."""
+    _update_mask(params, ("timeZone",), "dataset")
+    tz = _time_zone(_schema(body, "Dataset").get("timeZone"))
+    with state.catalog.write() as db:
+        cur = db.execute("UPDATE datasets SET time_zone=? WHERE name=?", (tz, str(name)))
+        if cur.rowcount == 0:
+            raise errors.not_found(f"dataset {name.dataset} not found")
+    return get_dataset(state, name)
+
+
 def delete_dataset(state: ServerState, name: DatasetName) -> dict:
     get_dataset(state, name)
     pks: list[int] = []
@@ -62,6 +113,7 @@ def delete_dataset(state: ServerState, name: DatasetName) -> dict:
             db.execute("DELETE FROM instances WHERE store=?", (pk,))
         db.execute("DELETE FROM stores WHERE dataset=?", (str(name),))
         db.execute("DELETE FROM datasets WHERE name=?", (str(name),))
+        state.catalog.drop_settings(db, str(name))
     for pk in pks:
         state.blobs.remove_store(pk)
     return {}
@@ -70,12 +122,41 @@ def delete_dataset(state: ServerState, name: DatasetName) -> dict:
 # -- DICOM stores -------------------------------------------------------------------
 
 
-def _store_json(row: object) -> dict:
+#: DicomStore fields a client sets that this server keeps and returns but does not act
+#: on: there is no Pub/Sub or BigQuery here, so no message or row is ever sent.
+STORED_ONLY = ("notificationConfig", "notificationConfigs", "streamConfigs")
+_TOPIC = re.compile(r"projects/[^/]+/topics/[^/]+")
+_TABLE = re.compile(r"bq://[^.]+\.[^.]+\.[^.]+")
+
+
+def _store_json(state: ServerState, row: object) -> dict:
     body = {"name": row["name"]}
     labels = json.loads(row["labels"])
     if labels:
         body["labels"] = labels
+    settings = state.catalog.settings(row["name"])
+    body.update({k: settings[k] for k in STORED_ONLY if k in settings})
     return body
+
+
+def _stored_only(body: dict) -> dict:
+    """The notification and streaming configs of a DicomStore body, checked for the
+    resource names Google requires (a Pub/Sub topic, a BigQuery table URI)."""
+    topics = []
+    if body.get("notificationConfig") is not None:
+        topics.append(("notificationConfig.pubsubTopic",
+                       body["notificationConfig"].get("pubsubTopic")))
+    for i, item in enumerate(body.get("notificationConfigs") or ()):
+        topics.append((f"notificationConfigs[{i}].pubsubTopic", item.get("pubsubTopic")))
+    for field, topic in topics:
+        if topic and not _TOPIC.fullmatch(topic):
+            raise errors.invalid(f"{field} must be projects/{{project}}/topics/{{topic}}")
+    for i, item in enumerate(body.get("streamConfigs") or ()):
+        table = (item.get("bigqueryDestination") or {}).get("tableUri")
+        if not table or not _TABLE.fullmatch(table):
+            raise errors.invalid(f"streamConfigs[{i}].bigqueryDestination.tableUri must be "
+                                 "bq://{project}.{dataset}.{table}")
+    return {k: body[k] for k in STORED_ONLY if body.get(k)}
 
 
 def _check_labels(labels: object) -> dict:
@@ -92,7 +173,9 @@ def _check_labels(labels: object) -> dict:
 
 def create_store(state: ServerState, name: StoreName, body: dict) -> dict:
     get_dataset(state, name.dataset)
-    labels = _check_labels((body or {}).get("labels"))
+    body = _schema(body, "DicomStore")
+    labels = _check_labels(body.get("labels"))
+    settings = _stored_only(body)
     with state.catalog.write() as db:
         if db.execute("SELECT 1 FROM stores WHERE name=?", (str(name),)).fetchone():
             raise errors.already_exists(f"DICOM store {name.store} already exists")
@@ -100,6 +183,9 @@ def create_store(state: ServerState, name: StoreName, body: dict) -> dict:
             "INSERT INTO stores (name, dataset, labels, create_time) VALUES (?,?,?,?)",
             (str(name), str(name.dataset), dumps(labels), now()),
         )
+        state.catalog.drop_settings(db, str(name))
+        for field, value in settings.items():
+            state.catalog.put_setting(db, str(name), field, value)
     return get_store(state, name)
 
 
@@ -114,7 +200,7 @@ def get_store(state: ServerState, name: StoreName) -> dict:
     row = state.catalog.one("SELECT * FROM stores WHERE name=?", (str(name),))
     if row is None:
         raise errors.not_found(f"DICOM store {name.store} not found")
-    return _store_json(row)
+    return _store_json(state, row)
 
 
 def list_stores(state: ServerState, dataset: DatasetName, params: dict) -> dict:
@@ -122,21 +208,24 @@ def list_stores(state: ServerState, dataset: DatasetName, params: dict) -> dict:
     rows = state.catalog.read(
         "SELECT * FROM stores WHERE dataset=? ORDER BY name", (str(dataset),)
     )
-    return page(params, rows, "dicomStores", _store_json)
+    return page(params, rows, "dicomStores", lambda r: _store_json(state, r))
 
 
 def patch_store(state: ServerState, name: StoreName, body: dict, params: dict) -> dict:
-    mask = [m.strip() for m in (params.get("updateMask") or "").split(",") if m.strip()]
-    if not mask:
-        raise errors.invalid("updateMask is required")
-    unknown = [m for m in mask if m != "labels"]
-    if unknown:
-        raise errors.invalid(f"updateMask field not supported: {unknown[0]}")
-    labels = _check_labels((body or {}).get("labels"))
+    """``dicomStores.patch`` of the fields in ``updateMask``; a field in the mask but not
+    in the body is cleared, as a FieldMask update does."""
+    mask = _update_mask(params, ("labels", *STORED_ONLY), "DICOM store")
+    body = _schema(body, "DicomStore")
+    labels = _check_labels(body.get("labels"))
+    settings = _stored_only(body)
     with state.catalog.write() as db:
-        cur = db.execute("UPDATE stores SET labels=? WHERE name=?", (dumps(labels), str(name)))
-        if cur.rowcount == 0:
+        if not db.execute("SELECT 1 FROM stores WHERE name=?", (str(name),)).fetchone():
             raise errors.not_found(f"DICOM store {name.store} not found")
+        if "labels" in mask:
+            db.execute("UPDATE stores SET labels=? WHERE name=?", (dumps(labels), str(name)))
+        for field in STORED_ONLY:
+            if field in mask:
+                state.catalog.put_setting(db, str(name), field, settings.get(field))
     return get_store(state, name)
 
 
@@ -145,6 +234,7 @@ def delete_store(state: ServerState, name: StoreName) -> dict:
     with state.catalog.write() as db:
         db.execute("DELETE FROM instances WHERE store=?", (pk,))
         db.execute("DELETE FROM stores WHERE pk=?", (pk,))
+        state.catalog.drop_settings(db, str(name))
     state.blobs.remove_store(pk)
     return {}
 

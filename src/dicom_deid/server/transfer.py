@@ -104,6 +104,12 @@ def start_import(state: ServerState, store: StoreName, body: dict) -> dict:
     return operations.start(state, store.dataset, IMPORT_METHOD, job)
 
 
+#: Object name extensions, as the discovery document's ``mimeType`` description lists
+#: them: ``.../{instance_id}[/{frame_number}].{extension}``, the frame number only for
+#: multi-frame instances.
+EXTENSIONS = {"dicom": "dcm", "png": "png", "jpeg": "jpg"}
+
+
 def _export_format(mime: str | None) -> tuple[str, str | None]:
     """(kind, transfer syntax) for an export mimeType; kind is dicom, png or jpeg."""
     if not mime:
@@ -169,8 +175,9 @@ def start_export(state: ServerState, store: StoreName, body: dict) -> dict:
                         pixels.transcode(src, ts), content_type="application/dicom")
                 else:
                     frames = row["number_of_frames"] or 1
+                    ext = EXTENSIONS[kind]
                     for n in range(1, frames + 1):
-                        name = f"{stem}.{kind}" if frames == 1 else f"{stem}/frame_{n}.{kind}"
+                        name = f"{stem}.{ext}" if frames == 1 else f"{stem}/{n}.{ext}"
                         bucket.blob(name).upload_from_string(
                             pixels.rendered(src, n, f"image/{kind}"),
                             content_type=f"image/{kind}")

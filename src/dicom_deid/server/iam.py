@@ -1,0 +1,132 @@
+"""``getIamPolicy`` / ``setIamPolicy`` / ``testIamPermissions`` on datasets and DICOM
+stores.
+
+Policies are kept and returned as Google's IAM does (bindings, a version, an ``etag``
+that changes with every write and guards read-modify-write cycles), so scripts that
+manage access run unchanged against this server. They are **not enforced**: the local
+server has no authentication, every caller may do everything, and
+``testIamPermissions`` says so by granting every permission asked about.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+
+from ..api_schema import ConfigError, validate
+from . import errors
+from .state import ServerState
+
+#: The etag of a resource that never had a policy set, as Google's IAM answers it.
+EMPTY_ETAG = "ACAB"
+_FIELD = "iamPolicy"
+_MEMBER = re.compile(
+    r"allUsers|allAuthenticatedUsers|"
+    r"(user|serviceAccount|group|domain|deleted:user|deleted:serviceAccount|deleted:group)"
+    r":\S+|principal(Set)?://\S+")
+_ROLE = re.compile(r"roles/[\w.]+|(projects|organizations)/[^/]+/roles/[\w.]+")
+_PERMISSION = re.compile(r"[a-z][a-zA-Z0-9]*(\.[a-zA-Z0-9]+){2}")
+
+
+def _exists(state: ServerState, resource: str) -> bool:
+    table = "stores" if "/dicomStores/" in resource else "datasets"
+    return state.catalog.one(f"SELECT 1 FROM {table} WHERE name=?", (resource,)) is not None
+
+
+def _require(state: ServerState, resource: str) -> None:
+    if not _exists(state, resource):
+        kind = "DICOM store" if "/dicomStores/" in resource else "dataset"
+        raise errors.not_found(f"{kind} {resource.rsplit('/', 1)[1]} not found")
+
+
+def _conditional(policy: dict) -> bool:
+    return any("condition" in b for b in policy.get("bindings") or ())
+
+
+def get_policy(state: ServerState, resource: str, params: dict) -> dict:
+    """The stored policy, or an empty one; a policy with conditions only to a caller
+    that asks for version 3, as IAM requires."""
+    requested = params.get("options.requestedPolicyVersion")
+    if requested not in (None, "", "0", "1", "3"):
+        raise errors.invalid("options.requestedPolicyVersion must be 0, 1 or 3")
+    _require(state, resource)
+    policy = state.catalog.settings(resource).get(_FIELD)
+    if policy is None:
+        return {"etag": EMPTY_ETAG}
+    if _conditional(policy) and requested != "3":
+        raise errors.invalid("the policy has conditional role bindings: request "
+                             "options.requestedPolicyVersion=3 to read it")
+    return policy
+
+
+def _check_policy(policy: dict) -> None:
+    for i, binding in enumerate(policy.get("bindings") or ()):
+        where = f"policy.bindings[{i}]"
+        if not _ROLE.fullmatch(binding.get("role") or ""):
+            raise errors.invalid(f"{where}.role must be roles/{{role}} or a custom role name")
+        members = binding.get("members") or []
+        if not members:
+            raise errors.invalid(f"{where}.members must name at least one principal")
+        for j, member in enumerate(members):
+            if not _MEMBER.fullmatch(member):
+                raise errors.invalid(f"{where}.members[{j}] is not a principal "
+                                     "(user:, serviceAccount:, group:, domain:, allUsers, ...)")
+    version = int(policy.get("version") or 0)
+    if version not in (0, 1, 3):
+        raise errors.invalid("policy.version must be 0, 1 or 3")
+    if _conditional(policy) and version != 3:
+        raise errors.invalid("policy.version must be 3 for bindings with a condition")
+
+
+def set_policy(state: ServerState, resource: str, body: dict) -> dict:
+    """Replace the policy (the fields in ``updateMask``, default ``bindings, etag``).
+    An ``etag`` that is not the current one means someone else wrote first: 409
+    ABORTED, as IAM answers, so the caller re-reads instead of overwriting."""
+    try:
+        validate(body or {}, "SetIamPolicyRequest", "request")
+    except ConfigError as exc:
+        raise errors.invalid(str(exc)) from None
+    new = (body or {}).get("policy")
+    if new is None:
+        raise errors.invalid("policy is required")
+    _check_policy(new)
+    mask = [m.strip() for m in ((body or {}).get("updateMask") or "bindings,etag").split(",")
+            if m.strip()]
+    unknown = [m for m in mask if m not in ("bindings", "etag", "auditConfigs", "version")]
+    if unknown:
+        raise errors.invalid(f"updateMask field not supported for a policy: {unknown[0]}")
+    with state.catalog.write() as db:
+        _require(state, resource)
+        current = state.catalog.settings(resource).get(_FIELD) or {"etag": EMPTY_ETAG}
+        if new.get("etag") and new["etag"] != current.get("etag"):
+            raise errors.ApiError(409, "the policy was changed since its etag was read: "
+                                  "get it again, apply the change, set it again", "ABORTED")
+        stored = {k: v for k, v in current.items() if k not in ("etag", "version")}
+        for field in ("bindings", "auditConfigs"):
+            if field in mask:
+                if new.get(field):
+                    stored[field] = new[field]
+                else:
+                    stored.pop(field, None)
+        stored["version"] = 3 if _conditional(stored) else 1
+        stored["etag"] = base64.b64encode(secrets.token_bytes(8)).decode()
+        state.catalog.put_setting(db, resource, _FIELD, stored)
+    return stored
+
+
+def held_permissions(state: ServerState, resource: str, body: dict) -> dict:
+    """Every permission asked about is granted (nothing is enforced locally); none on a
+    resource that does not exist, which IAM answers with an empty set, not 404."""
+    try:
+        validate(body or {}, "TestIamPermissionsRequest", "request")
+    except ConfigError as exc:
+        raise errors.invalid(str(exc)) from None
+    asked = (body or {}).get("permissions") or []
+    for i, permission in enumerate(asked):
+        if not _PERMISSION.fullmatch(permission):
+            raise errors.invalid(f"permissions[{i}] must be service.resource.verb, without "
+                                 "wildcards")
+    if not _exists(state, resource):
+        return {}
+    return {"permissions": list(dict.fromkeys(asked))} if asked else {}
