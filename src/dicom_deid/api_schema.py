@@ -1,4 +1,5 @@
-"""DeidentifyConfig checked against the Cloud Healthcare API's own schema (client side).
+"""DeidentifyConfig (and the request bodies the local server takes) checked against the
+Cloud Healthcare API's own schema.
 
 The schemas are Google's: those of the ``healthcare.v1`` discovery document that ships
 with google-api-python-client, so a config accepted here has the fields and enum values

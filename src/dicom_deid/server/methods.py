@@ -58,9 +58,10 @@ def discovery() -> dict:
 
 @lru_cache(maxsize=1)
 def all_methods() -> tuple[Method, ...]:
-    # Longer literal paths first, so ``.../series/{id}/instances/{id}`` is preferred to
-    # ``.../{fhirId}/{fhirId1}``-style catch-alls when both would match.
-    return tuple(sorted(_walk(discovery()), key=lambda m: -len(m.flat_path)))
+    # The most literal path first, as Google's router prefers: ``fhir/_search`` and
+    # ``fhir/Binary/{id}`` before the catch-all ``fhir/{fhirId}/{fhirId1}``.
+    return tuple(sorted(_walk(discovery()),
+                        key=lambda m: -len(re.sub(r"\{[^}]+\}", "", m.flat_path))))
 
 
 def find(http_method: str, path: str) -> Method | None:
