@@ -18,6 +18,7 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from google.cloud import storage
 from googleapiclient.discovery import Resource
+from googleapiclient.errors import HttpError
 
 from dicom_deid.devstack import (
     LocalStack,
@@ -74,6 +75,20 @@ def dataset(healthcare: Resource) -> str:
 def datasets(healthcare: Resource) -> Resource:
     """``projects.locations.datasets`` of the session's discovery client."""
     return healthcare.projects().locations().datasets()
+
+
+@pytest.fixture
+def new_dataset(datasets: Resource) -> Iterator[str]:
+    """A fresh dataset for one test (a policy or config set on it reaches no other
+    test), deleted afterwards if the test left it."""
+    name = f"{PARENT}/datasets/ds-{uuid.uuid4().hex[:10]}"
+    datasets.create(parent=PARENT, datasetId=name.rsplit("/", 1)[1], body={}).execute()
+    yield name
+    try:
+        datasets.delete(name=name).execute()
+    except HttpError as exc:
+        if exc.resp.status != 404:
+            raise
 
 
 @pytest.fixture

@@ -41,6 +41,8 @@ from pydicom.data import get_testdata_file
 from tests.airflow.conftest import LOCATION, PROJECT
 from tests.airflow.helpers import BASIC, TaskInstance, context, samples, unique
 
+KEEP_ALL = {"dicom": {"filterProfile": "KEEP_ALL_PROFILE"}}
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -112,8 +114,9 @@ def test_config_from_a_json_file_and_non_deferrable_mode(hook, dataset, source) 
 def test_failures_above_the_threshold_fail_with_the_counts(hook, dataset, source) -> None:
     destination = new_store(hook, dataset)
     deidentify(source, destination, deferrable=False).execute(context(TaskInstance("deidentify")))
-    # The same source again: every instance is already in the destination and fails.
-    again = deidentify(source, destination, deferrable=False)
+    # The same source again under another profile: the same UIDs with other bytes, so
+    # every instance conflicts with the one already in the destination and fails.
+    again = deidentify(source, destination, deferrable=False, config=KEEP_ALL)
     with pytest.raises(AirflowFailException) as err:
         again.execute(context(TaskInstance("deidentify")))
     message = str(err.value)
@@ -121,8 +124,8 @@ def test_failures_above_the_threshold_fail_with_the_counts(hook, dataset, source
     assert f"per-instance reasons: {hook.api_endpoint}/v1/{dataset}/operations/" in message
     assert message.endswith("/failures")
     # Tolerated when the threshold allows it (templated values arrive as strings).
-    result = deidentify(source, destination, deferrable=False, max_failures="2").execute(
-        context(TaskInstance("deidentify")))
+    result = deidentify(source, destination, deferrable=False, max_failures="2",
+                        config=KEEP_ALL).execute(context(TaskInstance("deidentify")))
     assert (result["success"], result["failure"]) == (0, 2)
 
 

@@ -164,6 +164,27 @@ def test_single_part_retrieve_sends_one_part10_file(session, web) -> None:
         np.testing.assert_array_equal(ds.pixel_array, stored.pixel_array)
 
 
+def test_accept_items_are_taken_by_preference(session, web) -> None:
+    """RFC 9110 ``q`` values: the most preferred item the server can send, never one
+    the client refused with ``q=0``."""
+    data = _file("explicit")
+    assert _store_one(session, web, data).status_code == 200
+    url = "{}/studies/{}/series/{}/instances/{}".format(web, *_uids(data))
+    single = "application/dicom; transfer-syntax=*"
+    multi = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    cases = {f"{single}; q=0.2, {multi}": "multipart/related",
+             f"{multi}; q=0.5, {single}": "application/dicom",
+             f"{single}; q=0, {multi}; q=0.1": "multipart/related"}
+    for accept, kind in cases.items():
+        r = session.get(url, headers={"Accept": accept}, timeout=60)
+        assert r.status_code == 200 and r.headers["content-type"].startswith(kind), accept
+    refused = session.get(url, headers={"Accept": f"{single}; q=0"}, timeout=60)
+    assert refused.status_code == 406
+    png = session.get(f"{url}/rendered", headers={"Accept": "image/jpeg; q=0.1, image/png"},
+                      timeout=60)
+    assert png.headers["content-type"] == "image/png"
+
+
 def test_single_part_accept_is_for_one_instance_only(session, web) -> None:
     data = _file("explicit")
     assert _store_one(session, web, data).status_code == 200

@@ -30,27 +30,13 @@ def _error(request) -> dict:
     return body
 
 
-@pytest.fixture
-def own_dataset(datasets):
-    """A dataset of this test's own (a policy set on it must not leak into others)."""
-    ds_id = f"c-{uuid.uuid4().hex[:10]}"
-    datasets.create(parent=PARENT, datasetId=ds_id, body={"timeZone": "UTC"}).execute()
-    name = f"{PARENT}/datasets/{ds_id}"
-    yield name
-    try:
-        datasets.delete(name=name).execute()
-    except HttpError as exc:
-        if exc.resp.status != 404:
-            raise
-
-
-def test_dataset_patch_time_zone(datasets, own_dataset) -> None:
-    patched = datasets.patch(name=own_dataset, updateMask="timeZone",
+def test_dataset_patch_time_zone(datasets, new_dataset) -> None:
+    patched = datasets.patch(name=new_dataset, updateMask="timeZone",
                              body={"timeZone": "America/New_York"}).execute()
-    assert patched == {"name": own_dataset, "timeZone": "America/New_York"}
-    assert datasets.get(name=own_dataset).execute()["timeZone"] == "America/New_York"
-    cleared = datasets.patch(name=own_dataset, updateMask="timeZone", body={}).execute()
-    assert cleared == {"name": own_dataset}
+    assert patched == {"name": new_dataset, "timeZone": "America/New_York"}
+    assert datasets.get(name=new_dataset).execute()["timeZone"] == "America/New_York"
+    cleared = datasets.patch(name=new_dataset, updateMask="timeZone", body={}).execute()
+    assert cleared == {"name": new_dataset}
 
 
 @pytest.mark.parametrize(("mask", "body", "says"), [
@@ -60,9 +46,9 @@ def test_dataset_patch_time_zone(datasets, own_dataset) -> None:
     ("name", {"name": "x"}, "updateMask field not supported for a dataset: name"),
     ("timeZone", {"colour": "blue"}, "dataset.colour: unknown field"),
 ])
-def test_dataset_patch_refusals(datasets, own_dataset, mask, body, says) -> None:
+def test_dataset_patch_refusals(datasets, new_dataset, mask, body, says) -> None:
     kwargs = {"updateMask": mask} if mask else {}
-    err = _error(datasets.patch(name=own_dataset, body=body, **kwargs))
+    err = _error(datasets.patch(name=new_dataset, body=body, **kwargs))
     assert err["status"] == "INVALID_ARGUMENT" and says in err["message"]
 
 
@@ -72,15 +58,15 @@ def test_dataset_patch_of_a_missing_dataset_is_404(datasets) -> None:
     assert err["status"] == "NOT_FOUND"
 
 
-def _iam_resources(healthcare, own_dataset):
+def _iam_resources(healthcare, new_dataset):
     """(the API collection, the resource name) for a dataset and for a DICOM store."""
     datasets = healthcare.projects().locations().datasets()
-    return [(datasets, own_dataset),
-            (stores_api(healthcare), new_store(healthcare, own_dataset))]
+    return [(datasets, new_dataset),
+            (stores_api(healthcare), new_store(healthcare, new_dataset))]
 
 
-def test_iam_policy_round_trip(healthcare, own_dataset) -> None:
-    for api, name in _iam_resources(healthcare, own_dataset):
+def test_iam_policy_round_trip(healthcare, new_dataset) -> None:
+    for api, name in _iam_resources(healthcare, new_dataset):
         empty = api.getIamPolicy(resource=name).execute()
         assert empty == {"etag": "ACAB"}  # IAM's answer for "no policy set"
         first = api.setIamPolicy(resource=name, body={"policy": {"bindings": [VIEWER]}}).execute()
@@ -98,20 +84,20 @@ def test_iam_policy_round_trip(healthcare, own_dataset) -> None:
         assert api.getIamPolicy(resource=name).execute() == second
 
 
-def test_iam_conditions_need_version_3(healthcare, own_dataset) -> None:
+def test_iam_conditions_need_version_3(healthcare, new_dataset) -> None:
     datasets = healthcare.projects().locations().datasets()
     conditional = {**VIEWER, "condition": {"title": "until 2030",
                                            "expression": "request.time < "
                                                          "timestamp('2030-01-01T00:00:00Z')"}}
-    err = _error(datasets.setIamPolicy(resource=own_dataset,
+    err = _error(datasets.setIamPolicy(resource=new_dataset,
                                        body={"policy": {"bindings": [conditional]}}))
     assert "version must be 3" in err["message"]
-    done = datasets.setIamPolicy(resource=own_dataset, body={
+    done = datasets.setIamPolicy(resource=new_dataset, body={
         "policy": {"bindings": [conditional], "version": 3}}).execute()
     assert done["version"] == 3
     assert "requestedPolicyVersion=3" in _error(
-        datasets.getIamPolicy(resource=own_dataset))["message"]
-    got = datasets.getIamPolicy(resource=own_dataset,
+        datasets.getIamPolicy(resource=new_dataset))["message"]
+    got = datasets.getIamPolicy(resource=new_dataset,
                                 options_requestedPolicyVersion=3).execute()
     assert got["bindings"] == [conditional]
 
@@ -124,9 +110,9 @@ def test_iam_conditions_need_version_3(healthcare, own_dataset) -> None:
     ({"bindings": [{"role": "roles/viewer", "members": ["user:a@example.com"],
                     "colour": "red"}]}, "unknown field"),
 ])
-def test_iam_policy_refusals(healthcare, own_dataset, policy, says) -> None:
+def test_iam_policy_refusals(healthcare, new_dataset, policy, says) -> None:
     datasets = healthcare.projects().locations().datasets()
-    err = _error(datasets.setIamPolicy(resource=own_dataset, body={"policy": policy}))
+    err = _error(datasets.setIamPolicy(resource=new_dataset, body={"policy": policy}))
     assert err["status"] == "INVALID_ARGUMENT" and says in err["message"]
 
 
@@ -141,9 +127,9 @@ def test_iam_on_missing_resources(healthcare) -> None:
         "permissions": ["healthcare.datasets.get"]}).execute() == {}
 
 
-def test_test_iam_permissions_grants_everything_locally(healthcare, own_dataset) -> None:
+def test_test_iam_permissions_grants_everything_locally(healthcare, new_dataset) -> None:
     asked = ["healthcare.dicomStores.dicomWebRead", "healthcare.dicomStores.deidentify"]
-    for api, name in _iam_resources(healthcare, own_dataset):
+    for api, name in _iam_resources(healthcare, new_dataset):
         got = api.testIamPermissions(resource=name, body={"permissions": asked}).execute()
         assert got == {"permissions": asked}
         err = _error(api.testIamPermissions(resource=name,
@@ -175,13 +161,13 @@ STREAM = [{"bigqueryDestination": {"tableUri": "bq://test-project.imaging.instan
                                    "force": True}}]
 
 
-def test_store_notification_and_stream_configs_are_kept(healthcare, own_dataset) -> None:
+def test_store_notification_and_stream_configs_are_kept(healthcare, new_dataset) -> None:
     """Stored and returned as Google returns them (no Pub/Sub message or BigQuery row
     is ever sent by the local server: the README says so)."""
     stores = stores_api(healthcare)
     store_id = f"n-{uuid.uuid4().hex[:8]}"
-    name = f"{own_dataset}/dicomStores/{store_id}"
-    created = stores.create(parent=own_dataset, dicomStoreId=store_id, body={
+    name = f"{new_dataset}/dicomStores/{store_id}"
+    created = stores.create(parent=new_dataset, dicomStoreId=store_id, body={
         "notificationConfig": TOPIC, "labels": {"team": "imaging"}}).execute()
     assert created == {"name": name, "labels": {"team": "imaging"},
                        "notificationConfig": TOPIC}
@@ -190,7 +176,7 @@ def test_store_notification_and_stream_configs_are_kept(healthcare, own_dataset)
                                  "notificationConfigs": [TOPIC]}).execute()
     assert patched == {**created, "streamConfigs": STREAM, "notificationConfigs": [TOPIC]}
     assert stores.get(name=name).execute() == patched
-    listed = stores.list(parent=own_dataset).execute()["dicomStores"]
+    listed = stores.list(parent=new_dataset).execute()["dicomStores"]
     assert patched in listed
     # A field in the mask but not in the body is cleared (FieldMask semantics); the
     # fields not in the mask stay.
@@ -204,9 +190,9 @@ def test_store_notification_and_stream_configs_are_kept(healthcare, own_dataset)
     ("streamConfigs", {"streamConfigs": [{"bigqueryDestination": {"tableUri": "imaging"}}]},
      "bq://{project}.{dataset}.{table}"),
     ("name", {"name": "x"}, "updateMask field not supported for a DICOM store: name"),
-    ("labels", {"labels": {"a": 1}}, "labels"),
+    ("labels", {"labels": {"a": 1}}, "dicomStore.labels.a: must be a string"),
 ])
-def test_store_patch_refusals(healthcare, own_dataset, mask, body, says) -> None:
-    store = new_store(healthcare, own_dataset)
+def test_store_patch_refusals(healthcare, new_dataset, mask, body, says) -> None:
+    store = new_store(healthcare, new_dataset)
     err = _error(stores_api(healthcare).patch(name=store, updateMask=mask, body=body))
     assert err["status"] == "INVALID_ARGUMENT" and says in err["message"]

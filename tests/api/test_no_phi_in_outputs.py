@@ -7,9 +7,11 @@ operation failure reason, or the server's log.
 
 from __future__ import annotations
 
+import io
 import uuid
 
 import requests
+from pydicom import dcmread
 
 from dicom_deid.devstack import wait_for_operation
 from tests.api.dicom_factory import make_instance, to_bytes
@@ -41,9 +43,16 @@ def test_marker_never_leaves_the_server(server, healthcare, store, bucket):
     failed = r.json()["00081198"]["Value"]
     assert len(failed) == 3  # truncated, missing StudyInstanceUID, not DICOM
 
-    again = stow_raw(base, [good])  # duplicate
-    assert again.status_code == 409
+    again = stow_raw(base, [good])  # the same bytes again: stored already
+    assert again.status_code == 200
     outputs.append(again.text)
+    other = dcmread(io.BytesIO(good))  # other bytes under a stored UID: a conflict
+    other.InstitutionName = f"{marker} Annex"
+    buf = io.BytesIO()
+    other.save_as(buf, enforce_file_format=True)
+    conflict = stow_raw(base, [buf.getvalue()])
+    assert conflict.status_code == 409
+    outputs.append(conflict.text)
 
     # Pixel requests on an instance whose pixel data cannot be decoded.
     uids = (bad_pixels.StudyInstanceUID, bad_pixels.SeriesInstanceUID, bad_pixels.SOPInstanceUID)

@@ -34,19 +34,6 @@ def _expect_error(request, status: int, grpc_status: str) -> dict:
     return err
 
 
-@pytest.fixture
-def new_dataset(datasets):
-    """A fresh dataset for one test, deleted afterwards if the test left it."""
-    name = f"{PARENT}/datasets/{_id()}"
-    datasets.create(parent=PARENT, datasetId=name.rsplit("/", 1)[1], body={}).execute()
-    yield name
-    try:
-        datasets.delete(name=name).execute()
-    except HttpError as exc:
-        if exc.resp.status != 404:
-            raise
-
-
 # -- datasets ---------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import io
 
 import pytest
 from pydicom import dcmread
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from dicom_deid import IMPLEMENTATION_CLASS_UID
@@ -308,3 +309,44 @@ def test_remove_list_alone_removes_those_and_keeps_the_rest(marked: MarkedInstan
     assert "PatientName" not in ds and "StudyDescription" not in ds
     assert ds.PatientID == src.PatientID and ds.Modality == src.Modality
     assert ds.SOPInstanceUID == new_uid(src.SOPInstanceUID, KEY)
+
+
+def _with_references() -> bytes:
+    """A CT whose sequences refer to its own study and to another image by UID."""
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    study = Dataset()
+    study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    study.ReferencedSOPInstanceUID = ds.StudyInstanceUID
+    study.StudyDescription = "kept inside a listed sequence"
+    image = Dataset()
+    image.ReferencedSOPClassUID = ds.SOPClassUID
+    image.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.2.1125.77.1"
+    ds.ReferencedStudySequence = [study]
+    ds.ReferencedImageSequence = [image]
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("config", [
+    {"dicom": {"keepList": {"tags": ["StudyInstanceUID", "SeriesInstanceUID",
+                                     "ReferencedStudySequence", "ReferencedImageSequence"]}}},
+    {"dicom": {**BASIC["dicom"], "keepList": {"tags": ["ReferencedStudySequence",
+                                                       "ReferencedImageSequence"]}}},
+], ids=["keep-list-alone", "with-basic"])
+def test_a_listed_sequence_is_kept_whole_with_its_uids_replaced(config: dict) -> None:
+    """A listed sequence stays as it is, but the UIDs inside are replaced like the
+    top-level ones: a reference to the study still resolves, none is left pointing at
+    an original UID."""
+    data = _with_references()
+    src = dcmread(io.BytesIO(data))
+    _, ds = run(config, data)
+    (study,) = ds.ReferencedStudySequence
+    assert study.ReferencedSOPInstanceUID == ds.StudyInstanceUID == new_uid(
+        src.StudyInstanceUID, KEY)
+    assert study.StudyDescription == "kept inside a listed sequence"
+    (image,) = ds.ReferencedImageSequence
+    assert image.ReferencedSOPInstanceUID == new_uid("1.2.826.0.1.3680043.2.1125.77.1", KEY)
+    assert image.ReferencedSOPClassUID == src.SOPClassUID
+    kept = run({"dicom": {**config["dicom"], "skipIdRedaction": True}}, data)[1]
+    assert kept.ReferencedStudySequence[0].ReferencedSOPInstanceUID == src.StudyInstanceUID

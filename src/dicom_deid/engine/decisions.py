@@ -29,6 +29,7 @@ attribute is required (type 1 -> dummy, type 2 -> empty).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -196,10 +197,33 @@ def decide(tag: int, ctx: Context, depth: int, strict: bool = False) -> str:
     return action
 
 
-def kept(tag: int, plan: Plan) -> str:
-    """The action on an attribute a keep list or the keep-all profile keeps: its value,
-    except a UID, which is replaced unless the plan retains UIDs."""
-    return "U" if tag in uid_tags() and not plan.retain_uids else "K"
+def listed(tag: int, plan: Plan) -> str:
+    """The action on a non-sequence attribute a keep list names: ``K``, its value, or
+    ``U`` for a UID, which the API replaces "by default" (unless ``skipIdRedaction``).
+    A listed sequence is kept whole with the UIDs inside replaced: see
+    :func:`keep_all_context`."""
+    return "U" if (tag in uid_tags() and _vr(tag) == "UI" and not plan.retain_uids) else "K"
+
+
+def lists_sequences(plan: Plan) -> bool:
+    """Whether the keep list names a sequence whose UIDs must still be replaced (the
+    byte path of :mod:`.sequence_bytes` keeps listed tags verbatim, so it is not used
+    for such plans)."""
+    return not plan.retain_uids and any(_vr(t) in ("SQ", "UN") for t in plan.keep)
+
+
+@lru_cache(maxsize=16)
+def _keep_all(plan: Plan) -> Plan:
+    return dataclasses.replace(plan, profile=KEEP_ALL, keep=frozenset(), decisions={})
+
+
+def keep_all_context(ctx: Context) -> Context:
+    """The context inside a sequence a keep list names: everything kept, UIDs replaced
+    (so references inside it follow the replaced top-level UIDs), what the remove list
+    names removed; the instance's own state (date shift, identifiers) carried over."""
+    plan = _keep_all(ctx.plan)
+    return Context(plan, ctx.days, known=ctx.known, decisions=plan.decisions,
+                   sop_class=ctx.sop_class)
 
 
 #: What a keep list keeps whether it lists them or not: the file meta repeats them.
@@ -209,14 +233,12 @@ FILE_META_NEEDS = frozenset({0x00080016, 0x00080018})  # SOPClassUID, SOPInstanc
 def _decide(tag: int, ctx: Context, depth: int, strict: bool) -> str:
     plan = ctx.plan
     profile = plan.profile
-    if profile == KEEP_ALL:
-        return kept(tag, plan)
-    if profile == KEEP_LIST:
-        # At the top level only the listed tags stay (they never reach here: see
-        # ``apply_profile``); inside a sequence the list kept, everything is kept.
-        if depth == 0 and tag not in FILE_META_NEEDS:
-            return "X"
-        return kept(tag, plan)
+    if profile == KEEP_LIST and depth == 0 and tag not in FILE_META_NEEDS:
+        # Only the listed tags stay at the top level (they never reach here: see
+        # ``apply_profile``).
+        return "X"
+    if profile in (KEEP_ALL, KEEP_LIST):
+        return "U" if tag in uid_tags() and not plan.retain_uids else "K"
     if profile == TAG_CONTENTS:
         return "U" if tag in uid_tags() and not plan.retain_uids else "T"
     group = tag >> 16

@@ -13,7 +13,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
 from . import raw_elements
-from .decisions import Context, decision, kept, vr_of
+from .decisions import Context, decision, keep_all_context, listed, vr_of
 from .element_actions import TEXT_VRS, change_value
 from .failures import PROFILE, ElementFailure
 from .plan import BASIC, KEEP_ALL, MINIMAL
@@ -39,7 +39,13 @@ def apply_profile(ds: Dataset, ctx: Context, depth: int = 0, strict: bool = Fals
             del ds[tag]
             changed = True
             continue
-        if tag in plan.keep and kept(tag, plan) == "K":
+        if tag in plan.keep:
+            try:
+                changed |= _keep(ds, tag, ctx, depth)
+            except ElementFailure as exc:
+                raise exc.inside(tag) from None
+            except Exception as exc:  # the kind of failure and where, never the data
+                raise ElementFailure(PROFILE, tag, exc) from None
             continue
         if tag & 0xFFFF == 0:  # group lengths are retired and would be wrong after this
             del ds[tag]
@@ -48,9 +54,8 @@ def apply_profile(ds: Dataset, ctx: Context, depth: int = 0, strict: bool = Fals
         if tag >> 16 & 1:
             private.append(tag)
             continue
-        action = kept(tag, plan) if tag in plan.keep else decision(tag, ctx, depth, strict)
         try:
-            changed |= _act(ds, tag, action, ctx, depth)
+            changed |= _act(ds, tag, decision(tag, ctx, depth, strict), ctx, depth)
         except ElementFailure as exc:
             raise exc.inside(tag) from None
         except Exception as exc:  # the kind of failure and where, never the data
@@ -58,6 +63,18 @@ def apply_profile(ds: Dataset, ctx: Context, depth: int = 0, strict: bool = Fals
     if private and plan.profile != KEEP_ALL:
         changed |= remove_private(ds, private, ctx)
     return changed
+
+
+def _keep(ds: Dataset, tag: int, ctx: Context, depth: int) -> bool:
+    """A tag the keep list names: its value stays, but for UIDs (replaced unless the
+    plan retains them); a sequence stays whole, the UIDs inside it replaced too, so a
+    reference inside it still points at the instance's replaced UIDs."""
+    if ctx.plan.retain_uids:
+        return False
+    if _is_sequence(ds.get_item(tag)):
+        return _recurse(ds, tag, keep_all_context(ctx), depth)
+    action = listed(tag, ctx.plan)
+    return action != "K" and _act(ds, tag, action, ctx, depth)
 
 
 def _recurse(ds: Dataset, tag: int, ctx: Context, depth: int, strict: bool = False) -> bool:

@@ -213,8 +213,10 @@ def build_plan(config: dict | None, key: bytes, *, retain_safe_private: bool = F
                      for i, t in enumerate((dicom.get("keepList") or {}).get("tags") or ()))
     remove = frozenset(parse_tag(t, f"config.dicom.removeList.tags[{i}]")
                        for i, t in enumerate((dicom.get("removeList") or {}).get("tags") or ()))
-    if "filterProfile" not in dicom and "keepList" in dicom:
+    if dicom.get("filterProfile") is None and dicom.get("keepList") is not None:
         profile = KEEP_LIST
+        # "Remove all other tags": the safe private elements too, unless listed.
+        retain_safe_private = False
     transformations = _transformations(
         list(text.get("transformations") or ()), "config.text.transformations", key)
     transformations += _transformations(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydicom.dataelem import RawDataElement
 
-from .decisions import Context, decision, kept, vr_of
+from .decisions import Context, decision, listed, lists_sequences, vr_of
 from .element_actions import DUMMY
 from .plan import BASIC, KEEP_ALL, MINIMAL, TAG_CONTENTS
 from .sequence_bytes import STRING_VRS, UNDEFINED, Fallback, SequenceRewriter
@@ -21,13 +21,14 @@ def rewrite_bytes(raw: RawDataElement, ctx: Context, depth: int,
     """The sequence rewritten as bytes (see sequence_bytes), or None to use pydicom."""
     plan = ctx.plan
     if (plan.profile == TAG_CONTENTS or plan.retain_safe_private or not raw.is_little_endian
-            or raw.length == UNDEFINED or not raw.value):
+            or raw.length == UNDEFINED or not raw.value or lists_sequences(plan)):
         return None
     if ctx.rewriter is None:
+        verbatim = frozenset(t for t in plan.keep if listed(t, plan) == "K")
         ctx.rewriter = SequenceRewriter(
-            lambda t, d, s: decision(t, ctx, d, s), ctx.uid, DUMMY, ctx.days,
-            bool(raw.is_implicit_VR), plan.profile == KEEP_ALL,
-            frozenset(t for t in plan.keep if kept(t, plan) == "K"), plan.remove,
+            lambda t, d, s: listed(t, plan) if t in plan.keep else decision(t, ctx, d, s),
+            ctx.uid, DUMMY, ctx.days, bool(raw.is_implicit_VR), plan.profile == KEEP_ALL,
+            verbatim, plan.remove,
             plan.profile in (BASIC, MINIMAL))
     if ctx.rewriter.implicit != bool(raw.is_implicit_VR):
         return None

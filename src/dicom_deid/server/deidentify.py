@@ -231,10 +231,16 @@ def start_dataset(state: ServerState, source: DatasetName, body: dict) -> dict:
                              {"timeZone": source_row["timeZone"]}
                              if "timeZone" in source_row else {})  # 409 if it exists
     pairs = []
-    for row in stores:
-        store_id = row["name"].rsplit("/", 1)[1]
-        resources.create_store(state, StoreName(dest_name, store_id), {})
-        pairs.append((row["pk"], store_pk(state, StoreName(dest_name, store_id)), store_id))
+    try:
+        for row in stores:
+            store_id = row["name"].rsplit("/", 1)[1]
+            resources.create_store(state, StoreName(dest_name, store_id), {})
+            pairs.append((row["pk"], store_pk(state, StoreName(dest_name, store_id)),
+                          store_id))
+    except BaseException:
+        # All or nothing: a half-made destination would make the retry a 409.
+        resources.delete_dataset(state, dest_name)
+        raise
 
     def job(progress: operations.Progress) -> dict:
         work = [(state.catalog.read(
@@ -247,4 +253,8 @@ def start_dataset(state: ServerState, source: DatasetName, body: dict) -> dict:
                      where=f"dicomStores/{store_id}/dicomWeb/")
         return {"@type": RESPONSE}
 
-    return operations.start(state, source, DATASET_METHOD, job)
+    try:
+        return operations.start(state, source, DATASET_METHOD, job)
+    except BaseException:
+        resources.delete_dataset(state, dest_name)
+        raise

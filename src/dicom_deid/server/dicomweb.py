@@ -71,7 +71,8 @@ async def stow(request: Request, state: ServerState, store: StoreName,
             'multipart/related; type="application/dicom"; boundary=...'
         )
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > state.max_body_bytes:
+    if declared and declared.isascii() and declared.isdigit() \
+            and int(declared) > state.max_body_bytes:
         raise errors.ApiError(413, f"request body is larger than {state.max_body_bytes} bytes")
     outcomes = await parts_of(request, state, params, study_uid)
     outcomes = await to_thread.run_sync(ingest.store, state, pk, outcomes)
@@ -241,6 +242,21 @@ AS_STORED = "*"
 _NOT_ON_THE_WEB = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
 
 
+def _by_preference(accept: str) -> list[tuple[str, dict[str, str]]]:
+    """The items of an Accept header, most preferred first (RFC 9110 ``q``, client order
+    among equals), without those the client refuses (``q=0``)."""
+    items = []
+    for item in accept.split(","):
+        kind, params = content_type(item)
+        try:
+            q = float(params.get("q", "1"))
+        except ValueError:
+            q = 1.0
+        if q > 0:
+            items.append((-q, len(items), kind, params))
+    return [(kind, params) for _, _, kind, params in sorted(items)]
+
+
 @dataclass(frozen=True)
 class Wanted:
     """What a retrieve's Accept header asks for: one bare Part 10 file (``single``, the
@@ -261,8 +277,7 @@ def _accepted(accept: str | None, instance: bool) -> Wanted:
     if not accept:
         return Wanted(False, None)
     single_refused = False
-    for item in accept.split(","):
-        kind, params = content_type(item)
+    for kind, params in _by_preference(accept):
         inner = params.get("type", "").lower()
         if kind in ("*/*", "multipart/related") and inner in ("", "application/dicom", "*/*"):
             return Wanted(False, params.get("transfer-syntax"))
@@ -330,6 +345,8 @@ async def _single_instance(state: ServerState, row: object, target: str | None) 
     """One instance as the whole body, a Part 10 file a client can save as ``.dcm``."""
     path = state.blobs.path(row["path"])
     if target is None:
+        if not path.exists():  # deleted since it was looked up
+            raise errors.not_found("instance not found")
         return FileResponse(path, media_type="application/dicom; transfer-syntax="
                             f"{row['transfer_syntax']}")
     data = await to_thread.run_sync(pixels.transcode, path, target)
@@ -360,8 +377,7 @@ async def frames(request: Request, state: ServerState, store: StoreName, study: 
 
 
 def _render_type(accept: str | None) -> str:
-    for item in (accept or "image/jpeg").split(","):
-        kind, _ = content_type(item)
+    for kind, _ in _by_preference(accept or "image/jpeg"):
         if kind in ("image/png", "image/jpeg"):
             return kind
         if kind in ("*/*", "image/*"):

@@ -91,8 +91,8 @@ def set_policy(state: ServerState, resource: str, body: dict) -> dict:
     if new is None:
         raise errors.invalid("policy is required")
     _check_policy(new)
-    mask = [m.strip() for m in ((body or {}).get("updateMask") or "bindings,etag").split(",")
-            if m.strip()]
+    mask = [m.strip() for m in ((body or {}).get("updateMask") or "").split(",")
+            if m.strip()] or ["bindings", "etag"]  # the documented default
     unknown = [m for m in mask if m not in ("bindings", "etag", "auditConfigs", "version")]
     if unknown:
         raise errors.invalid(f"updateMask field not supported for a policy: {unknown[0]}")

@@ -135,6 +135,23 @@ def prepare(state: ServerState, temp_path: str, study_uid: str | None = None) ->
     return out
 
 
+def _same_as_stored(state: ServerState, db: object, store_pk: int, out: Outcome,
+                    rel: str) -> bool:
+    """Whether an upload is byte for byte the instance stored under its SOP Instance
+    UID: storing the same bytes again succeeds, as on Google (whose own sample test
+    stores one file into one store in every test); other bytes are a conflict, and the
+    stored instance is never replaced."""
+    held = db.execute("SELECT path, size FROM instances WHERE store=? AND sop_uid=?",
+                      (store_pk, out.sop_uid)).fetchone()
+    if held is None or held["size"] != out.row["size"]:
+        return False
+    try:
+        return filecmp.cmp(state.blobs.path(held["path"]), state.blobs.path(rel),
+                           shallow=False)
+    except OSError:
+        return False
+
+
 def store(state: ServerState, store_pk: int, outcomes: list[Outcome]) -> list[Outcome]:
     """Move the prepared parts into place and index them in one transaction.
 
@@ -152,21 +169,17 @@ def store(state: ServerState, store_pk: int, outcomes: list[Outcome]) -> list[Ou
             continue
         out.row.update(store=store_pk, path=result)
         placed.append((out, result))
-    duplicates: list[tuple[Outcome, str, object]] = []
+    duplicates: list[str] = []
     with state.catalog.write() as db:
         for out, rel in placed:
             if not state.catalog.insert_instance(db, out.row):
-                held = db.execute("SELECT path, size FROM instances WHERE store=? AND "
-                                  "sop_uid=?", (store_pk, out.sop_uid)).fetchone()
-                duplicates.append((out, rel, held))
-    for out, rel, held in duplicates:
-        # The same bytes again are stored already: success, as Google answers (its own
-        # sample test stores one file into one store in every test). Other bytes under
-        # a stored SOP Instance UID are a conflict; the stored instance is never replaced.
-        if not (held is not None and held["size"] == out.row["size"] and filecmp.cmp(
-                state.blobs.path(held["path"]), state.blobs.path(rel), shallow=False)):
-            out.fail(DUPLICATE, "an instance with this SOPInstanceUID is already stored")
-    state.blobs.remove([rel for _, rel, _ in duplicates])
+                duplicates.append(rel)
+                # Compared inside the transaction, so no delete can remove the stored
+                # file meanwhile (deletes unlink after their own commit).
+                if not _same_as_stored(state, db, store_pk, out, rel):
+                    out.fail(DUPLICATE, "an instance with this SOPInstanceUID is already "
+                             "stored")
+    state.blobs.remove(duplicates)
     for out in outcomes:
         if not out.ok and os.path.exists(out.temp_path):
             os.unlink(out.temp_path)
