@@ -441,6 +441,20 @@ def test_qido_patient_name_wildcard_does_not_treat_sql_chars_specially(dicomweb,
     assert dicomweb.search_for_studies(search_filters={"PatientName": "D%"}) == []
 
 
+def test_qido_backtracking_wildcards_answer_at_once(dicomweb):
+    """``*?*?...#`` (30 characters) held a worker for minutes when person names were
+    matched with a regex; now it is answered within the request's bound, while other
+    requests are served."""
+    long_name = make_instance(patient_name="Mustermann-Schmidt^Maximilian Alexander^von")
+    dicomweb.store_instances([long_name])
+    pattern = "*?" * 15 + "#"
+    r = requests.get(f"{dicomweb.base_url}/studies", params={"PatientName": pattern},
+                     timeout=10)
+    assert r.status_code == 204
+    assert _study_uids(dicomweb.search_for_studies(
+        search_filters={"PatientName": "*?" * 15 + "*"})) >= {long_name.StudyInstanceUID}
+
+
 @pytest.mark.parametrize(("dates", "expected"), [
     ("20200115", {"a"}),
     ("20200101-20201231", {"a"}),

@@ -8,12 +8,10 @@ connection; SQLite serialises writers.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 
 from .attributes import INDEXED
@@ -83,11 +81,31 @@ CREATE TABLE IF NOT EXISTS resource_settings (
 INSTANCE_COLUMNS = ["store", "transfer_syntax", "path", "size"] + [a.column for a in INDEXED]
 
 
-@lru_cache(maxsize=256)
-def _wildcard(pattern: str) -> re.Pattern:
-    return re.compile("".join(
-        ".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern.casefold()
-    ), re.DOTALL)
+def wildcard_match(pattern: str, value: str) -> bool:
+    """``*`` (any run) and ``?`` (one character) over the whole of ``value``.
+
+    The greedy walk that backs up only to the last ``*`` costs at most
+    len(pattern) x len(value) steps whatever the pattern; a regex of ``.*`` runs
+    backtracks exponentially on patterns such as ``*?*?*?...#``, which let one
+    30-character query hold a worker for minutes.
+    """
+    p = v = 0
+    star, resume = -1, 0
+    while v < len(value):
+        if p < len(pattern) and pattern[p] in ("?", value[v]):
+            p += 1
+            v += 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, resume = p, v
+            p += 1
+        elif star >= 0:  # let the last * take one more character, retry after it
+            resume += 1
+            p, v = star + 1, resume
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
 
 
 def wildcard_ci(value: str | None, pattern: str) -> int:
@@ -95,7 +113,7 @@ def wildcard_ci(value: str | None, pattern: str) -> int:
 
     SQLite's LIKE folds ASCII only, so this is registered as a SQL function.
     """
-    return int(value is not None and _wildcard(pattern).fullmatch(value.casefold()) is not None)
+    return int(value is not None and wildcard_match(pattern.casefold(), value.casefold()))
 
 
 class Catalog:
