@@ -243,9 +243,7 @@ def start_dataset(state: ServerState, source: DatasetName, body: dict) -> dict:
         raise
 
     def job(progress: operations.Progress) -> dict:
-        work = [(state.catalog.read(
-            "SELECT pk, study_uid, series_uid, sop_uid, path FROM instances WHERE store=? "
-            "ORDER BY pk", (src,)), dst, store_id) for src, dst, store_id in pairs]
+        work = [(_rows(state, src, None), dst, store_id) for src, dst, store_id in pairs]
         progress.expect(sum(len(rows) for rows, _, _ in work))
         with _pool() as pool:
             for rows, dst, store_id in work:
