@@ -394,6 +394,17 @@ def _write_loopback_hook(home: Path) -> None:
     path.write_text(_LOOPBACK_HOOK)
 
 
+def _sqlite_lock_wait() -> dict[str, str]:
+    """Airflow's SQLite connections wait for the write lock (``airflow_sqlite``) unless
+    the deployment chose another database; connect args set in the environment win
+    (``airflow_env`` lays ``os.environ`` over these)."""
+    if not os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
+        return {}
+    return {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "dicom_deid.airflow_sqlite.CONNECT_ARGS",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC":
+                "dicom_deid.airflow_sqlite.ASYNC_CONNECT_ARGS"}
+
+
 def airflow_env(home: Path, server_url: str, gcs_host: str, *, api_port: int | None = None,
                 worker_log_port: int | None = None,
                 trigger_log_port: int | None = None) -> dict[str, str]:
@@ -420,6 +431,7 @@ def airflow_env(home: Path, server_url: str, gcs_host: str, *, api_port: int | N
     if trigger_log_port is not None:
         ports["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(trigger_log_port)
     return {
+        **_sqlite_lock_wait(),
         **os.environ,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),

@@ -123,9 +123,19 @@ class AirflowUI:
                              timeout=HTTP_TIMEOUT,
                              headers={"Authorization": f"Bearer {self.token()}"})
         if not r.ok:  # the API's own words, not only the status
-            raise requests.HTTPError(f"{method} {path}: {r.status_code} {r.text[:2000]}",
-                                     response=r)
+            raise requests.HTTPError(f"{method} {path}: {r.status_code} {r.text[:2000]}"
+                                     f"{self._logged(r.text)}", response=r)
         return r.json()
+
+    def _logged(self, answer: str) -> str:
+        """What the API server logged under the error id a 500 names ("look for ID
+        …"): the answer alone hides the statement and the database's own error."""
+        found = re.search(r"look for ID (\w+)", answer)
+        if not found:
+            return ""
+        log = self.log.read_text(errors="replace") if self.log.exists() else ""
+        at = log.find(f"Error with id {found[1]}")
+        return f"\napi server log:\n{log[at:at + 3000]}" if at >= 0 else ""
 
     def trigger(self, conf: dict, prefix: str) -> str:
         """A manual run of dicom_deidentify through the REST API; its run id."""
