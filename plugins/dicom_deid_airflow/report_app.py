@@ -18,7 +18,7 @@ from airflow.api_fastapi.core_api.security import DagAccessEntity, requires_acce
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from dicom_deid_airflow.report_paths import report_folder
+from dicom_deid_airflow.report_paths import path_segment, report_folder
 
 #: Files of a report folder that may be fetched: the report, the verification table and
 #: the gates' results. Anything else (or any path) is refused.
@@ -40,6 +40,9 @@ def run_file(dag_id: str, run_id: str, name: str) -> Response:
     """One of the files the run wrote beside its report (table, gate results)."""
     if not SERVED.match(name):
         raise HTTPException(404, f"{name!r} is not a run report file")
+    if not _own_folder(dag_id) or not _own_folder(run_id):
+        raise HTTPException(404, "no report is served for a DAG or run ID outside "
+                                 "[A-Za-z0-9_.~:+-]")
     path = report_folder(dag_id, run_id) / name
     if not path.is_file():
         if name == "report.html":
@@ -48,6 +51,13 @@ def run_file(dag_id: str, run_id: str, name: str) -> Response:
                                  "written it (it had not got that far)")
     media = {"html": "text/html", "csv": "text/csv", "json": "application/json"}
     return FileResponse(path, media_type=media[name.rsplit(".", 1)[1]])
+
+
+def _own_folder(name: str) -> bool:
+    """True if ``name`` is its folder's name exactly: the folder served is then the one
+    of the DAG the request was authorized for, by construction rather than by
+    :func:`path_segment` being one to one."""
+    return bool(name) and path_segment(name) == name
 
 
 def _not_written(dag_id: str, run_id: str) -> HTMLResponse:

@@ -21,12 +21,29 @@ def reports_root() -> Path:
                 or Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "reports")
 
 
+#: What stands for itself in a folder or object name: the characters Airflow allows in a
+#: run ID (its default ``allowed_run_id_pattern``), which include those of DAG IDs but
+#: their non-ASCII letters.
+_PLAIN = re.compile(r"[A-Za-z0-9_.~:+-]")
+
+
 def path_segment(name: str) -> str:
-    """A DAG or run ID as a folder or object name: run IDs carry ``:`` and ``+``, which
-    become ``_``; ``.`` and ``..`` (which the report app gets from a URL) become ``_``
-    too, so a name never leaves its parent folder."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-    return "_" * len(safe) if set(safe) <= {"."} else safe
+    """A DAG, task or run ID as one folder or object name, one to one: two IDs never
+    share a folder, so the report app, which serves by the DAG ID it authorized, never
+    serves another DAG's (or run's) files.
+
+    Plain characters stand for themselves; any other (``/``, ``%``, non-ASCII letters)
+    becomes ``%XX`` per UTF-8 byte, and so do the dots of ``.`` and ``..``, which would
+    leave the parent folder. ValueError for an empty name, which names no folder."""
+    if not name:
+        raise ValueError("an empty ID names no folder")
+    if set(name) <= {"."}:
+        return "%2E" * len(name)
+    return "".join(c if _PLAIN.fullmatch(c) else _escaped(c) for c in name)
+
+
+def _escaped(char: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in char.encode())
 
 
 def report_folder(dag_id: str, run_id: str) -> Path:

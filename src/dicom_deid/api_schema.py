@@ -28,7 +28,8 @@ from importlib import resources
 
 #: The schemas :func:`validate` is called with; the vendored file holds their closure.
 ROOTS = ("DeidentifyConfig", "DeidentifyDicomStoreRequest", "DeidentifyDatasetRequest",
-         "Dataset", "DicomStore", "SetIamPolicyRequest", "TestIamPermissionsRequest")
+         "Dataset", "DicomStore", "SetIamPolicyRequest", "TestIamPermissionsRequest",
+         "ImportDicomDataRequest", "ExportDicomDataRequest")
 #: The vendored schemas, relative to this package.
 VENDORED = "data/healthcare-v1-deidentify-schemas.json"
 

@@ -23,6 +23,30 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"dicom-deid serve: {exc}", file=sys.stderr)
             return 2
         os.environ[FAULTS_ENV] = args.inject_errors  # read by every worker's app
+    from .engine.inflate import DEFAULT_MAX_INFLATED_MB, LIMIT_ENV
+
+    if args.max_inflated_mb is not None and args.max_inflated_mb < 1:
+        print("dicom-deid serve: --max-inflated-mb must be at least 1", file=sys.stderr)
+        return 2
+    if args.max_inflated_mb is not None or LIMIT_ENV not in os.environ:
+        # Read by every worker and every de-identification process (and pydicom's reads).
+        os.environ[LIMIT_ENV] = str(args.max_inflated_mb
+                                    or max(1, min(DEFAULT_MAX_INFLATED_MB, args.max_body_mb)))
+    from .server.workers import BUDGET_ENV
+
+    if args.instance_timeout_s is not None:
+        if args.instance_timeout_s <= 0:
+            print("dicom-deid serve: --instance-timeout-s must be positive", file=sys.stderr)
+            return 2
+        os.environ[BUDGET_ENV] = str(args.instance_timeout_s)  # read by every worker
+    from .server.connections import limits_env
+
+    try:  # read by every worker
+        os.environ.update(limits_env(args.header_timeout_s, args.idle_timeout_s,
+                                     args.max_connections))
+    except ValueError as exc:
+        print(f"dicom-deid serve: {exc}", file=sys.stderr)
+        return 2
     print(f"local Cloud Healthcare API on http://{args.host}:{args.port}/v1/ "
           f"(data in {args.data_dir}, {workers} worker(s))", flush=True)
     serve.run(args.host, args.port, Path(args.data_dir), args.max_body_mb * 1024 * 1024,
@@ -69,6 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where stores, instances and the index live")
     serve.add_argument("--max-body-mb", type=int, default=4096,
                        help="largest request body accepted (413 above it)")
+    serve.add_argument("--max-inflated-mb", type=int, default=None,
+                       help="largest size a Deflated Explicit VR Little Endian instance may "
+                            "inflate to (default: 512, or --max-body-mb if smaller): refused "
+                            "at STOW and import above it, and not read if stored before")
+    serve.add_argument("--instance-timeout-s", type=float, default=None,
+                       help="seconds one instance may take in a de-identification before "
+                            "it fails alone with a reason (default: 600)")
+    serve.add_argument("--header-timeout-s", type=float, default=None,
+                       help="seconds a request line and headers may take to arrive before "
+                            "the connection is closed (default: 30)")
+    serve.add_argument("--idle-timeout-s", type=float, default=None,
+                       help="seconds an idle keep-alive connection is kept (default: 600, as "
+                            "Google's front ends: the discovery client reuses pooled "
+                            "connections without retrying)")
+    serve.add_argument("--max-connections", type=int, default=None,
+                       help="open connections per worker; a new one beyond closes the "
+                            "longest idle (default: half the open-file limit, at most 1000)")
     serve.add_argument("--workers", type=int, default=0,
                        help="worker processes (default: one per core, at most 4)")
     serve.add_argument("--inject-errors", metavar="CODE/N",

@@ -3,6 +3,8 @@ param; the templated defaults render to a store ID and prefix of the run's own."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jinja2
 import pytest
 from dicom_deid_airflow.params import run_slug, validate_params
@@ -70,6 +72,31 @@ def test_empty_optional_params_become_the_runs_own() -> None:
     assert plan["dry_run"] is False and plan["require_review"] is False
 
 
-def test_report_folder_names_stay_inside_their_parent() -> None:
-    assert path_segment("manual__2026-11-25T19:28:00+00:00") == "manual__2026-11-25T19_28_00_00_00"
-    assert [path_segment(n) for n in ("..", ".", "", "a/../b")] == ["__", "_", "", "a_.._b"]
+def test_report_folder_names_stay_inside_their_parent_and_never_meet() -> None:
+    run = "manual__2026-11-25T19:28:00+00:00"
+    assert path_segment(run) == run
+    assert [path_segment(n) for n in ("..", ".", "a/../b")] == ["%2E%2E", "%2E", "a%2F..%2Fb"]
+    with pytest.raises(ValueError):
+        path_segment("")
+    names = [run, "manual__2026-11-25T19_28_00_00_00", "a:b", "a_b", "a+b", "a%3Ab",
+             "café", "caf_", "caf%C3%A9", "%2E", ".", "_"]
+    assert len({path_segment(n) for n in names}) == len(names)
+
+
+def test_report_app_serves_only_the_folder_named_by_the_authorized_ids(tmp_path,
+                                                                        monkeypatch) -> None:
+    from dicom_deid_airflow import report_app
+    from dicom_deid_airflow.report_paths import reports_dir
+    from fastapi import HTTPException
+
+    monkeypatch.setenv("DICOM_DEID_REPORTS", str(tmp_path))
+    run, other = "manual__2026-11-25T19:28:00+00:00", "manual__2026-11-25T19_28_00_00_00"
+    for dag, run_id in [("caf_", run), ("café", run), ("caf_", other)]:
+        (reports_dir(dag, run_id) / "report.html").write_text(f"{dag} {run_id}")
+    for run_id in (run, other):
+        served = report_app.run_file("caf_", run_id, "report.html")
+        assert Path(served.path).read_text() == f"caf_ {run_id}"
+    for dag, run_id in [("café", run), ("caf_", ".."), ("caf%C3%A9", run)]:
+        with pytest.raises(HTTPException) as refused:
+            report_app.run_file(dag, run_id, "report.html")
+        assert refused.value.status_code == 404

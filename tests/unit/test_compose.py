@@ -47,3 +47,14 @@ def test_airflow_layout_and_backends_are_wired_by_connection(compose: dict) -> N
         assert str(gcs.port) in services["gcs-emulator"]["command"]
         assert "./dags:/opt/airflow/dags" in services[name]["volumes"]
         assert "./plugins:/opt/airflow/plugins" in services[name]["volumes"]
+
+
+def test_every_published_port_is_on_loopback_only(compose: dict) -> None:
+    """The local server and the emulator check no credentials, and Airflow's login is
+    airflow/airflow until changed: every port is bound to the host's loopback, never to
+    every interface."""
+    published = {name: s["ports"] for name, s in compose["services"].items() if s.get("ports")}
+    assert {"healthcare-api", "gcs-emulator", "airflow-apiserver"} <= set(published), published
+    for name, ports in published.items():
+        for port in ports:
+            assert isinstance(port, str) and port.startswith("127.0.0.1:"), (name, port)

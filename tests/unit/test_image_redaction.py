@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import warnings
 from pathlib import Path
 
@@ -699,3 +700,29 @@ def test_bad_custom_regex_is_a_config_error_naming_its_path(patterns) -> None:
         _plan("REDACT_NO_TEXT", customRegexes=[{"pattern": p} for p in patterns])
     assert info.value.path == f"config.image.customRegexes[{index}].pattern"
     assert f"config.image.customRegexes[{index}].pattern" in str(info.value)
+
+
+@pytest.mark.parametrize(("pattern", "why"), [
+    (r"(MRN)\s*\1", "invalid escape sequence"),  # a backreference: Python re, not RE2
+    (r"(?<=MRN )\d+", "invalid perl operator"),  # lookbehind
+    ("a{1001}", "invalid repetition size"),
+])
+def test_custom_regex_outside_re2_is_a_config_error(pattern: str, why: str) -> None:
+    """Patterns are RE2, the syntax Google's de-identification takes: what needs
+    backtracking is refused up front with RE2's reason, not run."""
+    with pytest.raises(ConfigError) as info:
+        _plan("REDACT_NO_TEXT", customRegexes=[{"pattern": pattern}])
+    assert why in str(info.value) and "RE2" in str(info.value)
+
+
+@pytest.mark.parametrize("pattern", [r"(a+)+$", r"(a|aa)*c", r"(x+x+)+y",
+                                     "(" * 500 + "a*" + ")*" * 500 + "#"])
+def test_custom_regex_matches_in_linear_time(pattern: str) -> None:
+    """Backtracking patterns that take Python's ``re`` 2**n steps on a line of n
+    characters (an audit's ``customRegexes`` kept an operation pending for minutes)
+    answer at once: RE2 matches in time linear in the text."""
+    [regex] = _plan("REDACT_NO_TEXT", customRegexes=[{"pattern": pattern}]).image.regexes
+    text = "a" * 5_000 + "!" if "a" in pattern else "x" * 5_000
+    start = time.perf_counter()
+    assert not regex.matches(text)
+    assert time.perf_counter() - start < 0.5

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 from pydicom.datadict import dictionary_VR
 
+from . import inflate
+
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR",
@@ -332,7 +334,8 @@ def repair(data: bytes) -> tuple[bytes, Repairs]:
 
     The body's encoding comes from the meta's Transfer Syntax UID (big endian only for
     Explicit VR Big Endian; a body without meta is little endian), and whether it is
-    implicit from its first element, as pydicom decides it.
+    implicit from its first element, as pydicom decides it. A deflated body is
+    inflated within the process's limit (:class:`.inflate.InflateLimitExceeded`).
     """
     start = body_offset(data)
     transfer_syntax = _meta_transfer_syntax(data, start)
@@ -342,7 +345,7 @@ def repair(data: bytes) -> tuple[bytes, Repairs]:
     body = data[start:]
     deflated = transfer_syntax == DEFLATED
     if deflated:
-        body = zlib.decompress(body, -zlib.MAX_WBITS)
+        body = inflate.inflate(body)
     walker = _Walker(body, little, looks_implicit(body, 0))
     fixed = walker.top_level(0)
     if not walker.repairs:

@@ -23,6 +23,7 @@ from pydicom.valuerep import VR
 
 from . import dataset_bytes
 from .failures import READING, tag_label
+from .inflate import InflateLimitExceeded
 
 UNDEFINED = 0xFFFFFFFF
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
@@ -31,6 +32,11 @@ REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesIns
 
 class UnreadableInstance(ValueError):
     """An input that cannot be processed; the message is safe to log and report."""
+
+
+class InstanceTooLarge(UnreadableInstance):
+    """A deflated instance that inflates beyond the process's limit (the message names
+    the limit): refused for what reading it would cost, not for being malformed."""
 
 
 def valid_uid(value: object) -> bool:
@@ -123,7 +129,7 @@ def _read(source: BinaryIO, force: bool) -> Dataset:
     try:
         try:
             ds, whole = _parse(data, force)
-        except InvalidDicomError:
+        except (InvalidDicomError, InflateLimitExceeded):
             raise
         except Exception:  # an early end of file inside a sequence, say: try repairing
             ds, whole = None, False
@@ -137,6 +143,8 @@ def _read(source: BinaryIO, force: bool) -> Dataset:
     except InvalidDicomError:
         raise UnreadableInstance(
             "not a DICOM Part 10 file: no 128-byte preamble and 'DICM' prefix") from None
+    except InflateLimitExceeded as exc:
+        raise InstanceTooLarge(str(exc)) from None
     except UnreadableInstance:
         raise
     except Exception as exc:  # pydicom raises many types; report the kind, not the data

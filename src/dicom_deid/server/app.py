@@ -8,7 +8,6 @@ the raw, still-encoded path and each segment is decoded on its own: an encoded
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -23,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import deidentify, dicomweb, errors, iam, methods, operations, resources, transfer
+from .json_body import json_body
 from .names import DatasetName, StoreName, dataset_name, location, store_name
 from .recovery import recover
 from .state import DEFAULT_MAX_BODY, ServerState
@@ -47,19 +47,6 @@ def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
         return fn
 
     return register
-
-
-async def _body(request: Request) -> dict:
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise errors.invalid("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise errors.invalid("request body must be a JSON object")
-    return body
 
 
 def _params(request: Request) -> dict:
@@ -121,11 +108,14 @@ class Api:
         self.faults = faults
         self.requests = 0
 
+    async def _body(self, r: Request) -> dict:
+        return await json_body(r, self.state)
+
     # datasets
     @route("POST", rf"{_LOC}/datasets")
     async def create_dataset(self, r: Request, a: list[str]) -> Response:
         name = dataset_name(a[0], a[1], r.query_params.get("datasetId"))
-        return await _sync(create_dataset, self.state, name, await _body(r))
+        return await _sync(create_dataset, self.state, name, await self._body(r))
 
     @route("GET", rf"{_LOC}/datasets")
     async def list_datasets(self, r: Request, a: list[str]) -> Response:
@@ -137,7 +127,7 @@ class Api:
 
     @route("PATCH", _DS)
     async def patch_dataset(self, r: Request, a: list[str]) -> Response:
-        return await _sync(resources.patch_dataset, self.state, _ds(a), await _body(r),
+        return await _sync(resources.patch_dataset, self.state, _ds(a), await self._body(r),
                            _params(r))
 
     @route("DELETE", _DS)
@@ -146,7 +136,7 @@ class Api:
 
     @route("POST", rf"{_DS}:deidentify")
     async def deidentify_dataset(self, r: Request, a: list[str]) -> Response:
-        return await _sync(deidentify.start_dataset, self.state, _ds(a), await _body(r))
+        return await _sync(deidentify.start_dataset, self.state, _ds(a), await self._body(r))
 
     # IAM policies of datasets and DICOM stores: kept and returned, never enforced
     @route("GET", rf"{_DS}:getIamPolicy")
@@ -155,11 +145,11 @@ class Api:
 
     @route("POST", rf"{_DS}:setIamPolicy")
     async def set_dataset_policy(self, r: Request, a: list[str]) -> Response:
-        return await _sync(iam.set_policy, self.state, str(_ds(a)), await _body(r))
+        return await _sync(iam.set_policy, self.state, str(_ds(a)), await self._body(r))
 
     @route("POST", rf"{_DS}:testIamPermissions")
     async def test_dataset_permissions(self, r: Request, a: list[str]) -> Response:
-        return await _sync(iam.held_permissions, self.state, str(_ds(a)), await _body(r))
+        return await _sync(iam.held_permissions, self.state, str(_ds(a)), await self._body(r))
 
     @route("GET", rf"{_ST}:getIamPolicy")
     async def get_store_policy(self, r: Request, a: list[str]) -> Response:
@@ -167,17 +157,17 @@ class Api:
 
     @route("POST", rf"{_ST}:setIamPolicy")
     async def set_store_policy(self, r: Request, a: list[str]) -> Response:
-        return await _sync(iam.set_policy, self.state, str(_st(a)), await _body(r))
+        return await _sync(iam.set_policy, self.state, str(_st(a)), await self._body(r))
 
     @route("POST", rf"{_ST}:testIamPermissions")
     async def test_store_permissions(self, r: Request, a: list[str]) -> Response:
-        return await _sync(iam.held_permissions, self.state, str(_st(a)), await _body(r))
+        return await _sync(iam.held_permissions, self.state, str(_st(a)), await self._body(r))
 
     # DICOM stores
     @route("POST", rf"{_DS}/dicomStores")
     async def create_store(self, r: Request, a: list[str]) -> Response:
         name = store_name(*a[:3], r.query_params.get("dicomStoreId"))
-        return await _sync(resources.create_store, self.state, name, await _body(r))
+        return await _sync(resources.create_store, self.state, name, await self._body(r))
 
     @route("GET", rf"{_DS}/dicomStores")
     async def list_stores(self, r: Request, a: list[str]) -> Response:
@@ -189,7 +179,7 @@ class Api:
 
     @route("PATCH", _ST)
     async def patch_store(self, r: Request, a: list[str]) -> Response:
-        return await _sync(resources.patch_store, self.state, _st(a), await _body(r),
+        return await _sync(resources.patch_store, self.state, _st(a), await self._body(r),
                            _params(r))
 
     @route("DELETE", _ST)
@@ -202,15 +192,15 @@ class Api:
 
     @route("POST", rf"{_ST}:import")
     async def import_(self, r: Request, a: list[str]) -> Response:
-        return await _sync(transfer.start_import, self.state, _st(a), await _body(r))
+        return await _sync(transfer.start_import, self.state, _st(a), await self._body(r))
 
     @route("POST", rf"{_ST}:deidentify")
     async def deidentify(self, r: Request, a: list[str]) -> Response:
-        return await _sync(deidentify.start, self.state, _st(a), await _body(r))
+        return await _sync(deidentify.start, self.state, _st(a), await self._body(r))
 
     @route("POST", rf"{_ST}:export")
     async def export(self, r: Request, a: list[str]) -> Response:
-        return await _sync(transfer.start_export, self.state, _st(a), await _body(r))
+        return await _sync(transfer.start_export, self.state, _st(a), await self._body(r))
 
     # operations
     @route("GET", rf"{_DS}/operations")

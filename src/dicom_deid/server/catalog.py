@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS operations (
     pending INTEGER NOT NULL DEFAULT 0,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     error TEXT,
-    response TEXT
+    response TEXT,
+    target TEXT
 );
 CREATE INDEX IF NOT EXISTS operations_by_dataset ON operations (dataset);
 CREATE TABLE IF NOT EXISTS operation_failures (
@@ -123,6 +124,14 @@ class Catalog:
         self.path = path
         self._local = threading.local()
         self.db.executescript(SCHEMA)
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Columns added since a data directory was created: ``CREATE TABLE IF NOT
+        EXISTS`` leaves an older table as it was."""
+        have = {r["name"] for r in self.db.execute("PRAGMA table_info(operations)")}
+        if "target" not in have:
+            self.db.execute("ALTER TABLE operations ADD COLUMN target TEXT")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=60, isolation_level=None,

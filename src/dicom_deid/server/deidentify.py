@@ -18,22 +18,24 @@ gives the same UIDs unless the config brings its own ``cryptoKey``.
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import json
-import multiprocessing
 import os
 import re
 import secrets
-from concurrent.futures import ProcessPoolExecutor
-from functools import lru_cache
+import sqlite3
 from pathlib import Path
 
+import requests
 from google.api_core import exceptions as gexc
+from google.cloud.storage.retry import DEFAULT_RETRY
 
 from ..api_schema import ConfigError, validate
 from ..engine.instance import DeidentifyError, deidentify_file
 from ..engine.plan import Plan, build_plan
 from ..engine.reading import UnreadableInstance
-from . import errors, ingest, operations, resources
+from . import errors, ingest, operations, resources, workers
 from .names import DatasetName, StoreName, dataset_name, store_name
 from .resources import store_pk
 from .state import ServerState
@@ -46,9 +48,13 @@ _STORE = re.compile(r"projects/([^/]+)/locations/([^/]+)/datasets/([^/]+)/dicomS
 _DATASET = re.compile(r"projects/([^/]+)/locations/([^/]+)/datasets/([^/]+)")
 _PATH = re.compile(r"/?studies/([0-9.]+)(?:/series/([0-9.]+)(?:/instances/([0-9.]+))?)?/?")
 _BATCH = 32
+#: A request that reads a config or filter object from Cloud Storage waits this long
+#: at most, and reads this much at most (a filter of 100,000 instance paths is ~20 MB).
+_GCS_DEADLINE_S = 10.0
+_GCS_TEXT_MAX_BYTES = 64 * 2**20
 
 
-@lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=8)
 def server_key(data_dir: Path) -> bytes:
     """The server's secret for UIDs and default date shifts, created once per data dir."""
     path = data_dir / "deid.key"
@@ -60,13 +66,26 @@ def server_key(data_dir: Path) -> bytes:
 
 
 def _gcs_text(uri: str, field: str) -> str:
+    """A config or filter object, read while the request waits: so within a deadline
+    (the client's default retries for two minutes, which held a request ~100 s on an
+    object the storage answered with errors) and up to a size."""
     bucket_name, path = split_uri(uri, field)
     try:
-        return client().bucket(bucket_name).blob(path).download_as_text()
+        data = client().bucket(bucket_name).blob(path).download_as_bytes(
+            end=_GCS_TEXT_MAX_BYTES, timeout=_GCS_DEADLINE_S,
+            retry=DEFAULT_RETRY.with_timeout(_GCS_DEADLINE_S))
     except gexc.NotFound:
         raise errors.not_found(f"{field}: object not found") from None
-    except gexc.GoogleAPIError:
-        raise errors.invalid(f"{field}: the object could not be read") from None
+    except (gexc.GoogleAPIError, requests.RequestException):
+        raise errors.ApiError(503, f"{field}: the object could not be read from Cloud "
+                                   f"Storage within {_GCS_DEADLINE_S:g} s") from None
+    if len(data) > _GCS_TEXT_MAX_BYTES:
+        raise errors.invalid(f"{field}: the object is larger than "
+                             f"{_GCS_TEXT_MAX_BYTES // 2**20} MB")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise errors.invalid(f"{field}: the object is not UTF-8 text") from None
 
 
 def _config(body: dict) -> dict:
@@ -128,10 +147,13 @@ def _plan(state: ServerState, body: dict) -> Plan:
         raise errors.invalid(str(exc)) from None
 
 
-def _run(state: ServerState, progress: operations.Progress, pool: ProcessPoolExecutor,
+def _run(state: ServerState, progress: operations.Progress, pool: workers.Pool,
          plan: Plan, rows: list, dest_pk: int, where: str = "") -> None:
     """De-identify ``rows`` into the store ``dest_pk``, a batch at a time: every row ends
-    as one success or one failure (``where`` prefixes the failure's resource name)."""
+    as one success or one failure (``where`` prefixes the failure's resource name).
+
+    A batch's counts are written in the transaction that indexes its instances, so
+    after a crash the success counter is exactly what the destination holds."""
     for i in range(0, len(rows), _BATCH):
         progress.check_cancel()
         batch = rows[i : i + _BATCH]
@@ -140,30 +162,35 @@ def _run(state: ServerState, progress: operations.Progress, pool: ProcessPoolExe
             tmp = state.blobs.new_temp()
             tmp.close()
             temps.append(tmp.name)
-        reasons = list(pool.map(
-            _one, [(str(state.blobs.path(r["path"])), t, plan)
-                   for r, t in zip(batch, temps, strict=True)]))
-        outcomes = []
+        try:
+            reasons = pool.map(_one, [(str(state.blobs.path(r["path"])), t, plan)
+                                      for r, t in zip(batch, temps, strict=True)],
+                               progress.check_cancel)
+        except BaseException:
+            for tmp in temps:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            raise
+        outcomes, failures = [], []
         for row, tmp, reason in zip(batch, temps, reasons, strict=True):
             resource = (f"{where}studies/{row['study_uid']}/series/{row['series_uid']}"
                         f"/instances/{row['sop_uid']}")
             if reason is not None:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
-                progress.failed(resource, reason)
+                failures.append((resource, reason))
                 continue
             outcomes.append((resource, ingest.prepare(state, tmp)))
-        ingest.store(state, dest_pk, [o for _, o in outcomes])
-        for resource, out in outcomes:
-            if out.ok:
-                progress.ok()
-            else:
-                progress.failed(resource, out.reason)
+        ingest.store(state, dest_pk, [o for _, o in outcomes],
+                     then=functools.partial(_account, progress, outcomes, failures))
 
 
-def _pool() -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(os.cpu_count() or 1,
-                               mp_context=multiprocessing.get_context("spawn"))
+def _account(progress: operations.Progress, outcomes: list[tuple[str, ingest.Outcome]],
+             failures: list[tuple[str, str]], db: sqlite3.Connection) -> None:
+    """Count a batch inside the transaction that stores it (``ingest.store``'s ``then``)."""
+    stored = sum(1 for _, o in outcomes if o.ok)
+    progress.tally(stored, failures + [(r, o.reason) for r, o in outcomes if not o.ok])
+    progress.flush(db)
 
 
 def start(state: ServerState, source: StoreName, body: dict) -> dict:
@@ -193,11 +220,11 @@ def start(state: ServerState, source: StoreName, body: dict) -> dict:
     def job(progress: operations.Progress) -> dict:
         rows = _rows(state, src_pk, filters)
         progress.expect(len(rows))
-        with _pool() as pool:
+        with workers.Pool() as pool:
             _run(state, progress, pool, plan, rows, dest_pk)
         return {"@type": RESPONSE}
 
-    return operations.start(state, source.dataset, METHOD, job)
+    return operations.start(state, source.dataset, METHOD, job, target=str(dest_name))
 
 
 def start_dataset(state: ServerState, source: DatasetName, body: dict) -> dict:
@@ -245,14 +272,14 @@ def start_dataset(state: ServerState, source: DatasetName, body: dict) -> dict:
     def job(progress: operations.Progress) -> dict:
         work = [(_rows(state, src, None), dst, store_id) for src, dst, store_id in pairs]
         progress.expect(sum(len(rows) for rows, _, _ in work))
-        with _pool() as pool:
+        with workers.Pool() as pool:
             for rows, dst, store_id in work:
                 _run(state, progress, pool, plan, rows, dst,
                      where=f"dicomStores/{store_id}/dicomWeb/")
         return {"@type": RESPONSE}
 
     try:
-        return operations.start(state, source, DATASET_METHOD, job)
+        return operations.start(state, source, DATASET_METHOD, job, target=str(dest_name))
     except BaseException:
         resources.delete_dataset(state, dest_name)
         raise

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
+
+from .pixels import read_stored
 
 BULK_THRESHOLD = 1024
 
@@ -23,7 +24,7 @@ def _drop_bulk(node: dict) -> dict:
 
 def header(path: Path, tags: list[int] | None = None) -> dict:
     """The instance's attributes as DICOM JSON (only ``tags`` if given)."""
-    ds = dcmread(path, stop_before_pixels=True)
+    ds = read_stored(path, stop_before_pixels=True)
     if tags is not None:
         # A plain Dataset: dcmread gives a FileDataset, whose constructor differs.
         ds = Dataset({t: ds[t] for t in tags if t in ds})

@@ -27,10 +27,17 @@ _STATUS = {
 }
 
 
+#: The longest message an error carries: a message names a field and its rule, so one
+#: longer than this has quoted something from the request; cut, the answer stays small.
+MAX_MESSAGE = 1000
+
+
 class ApiError(Exception):
     """An error answered as ``{"error": {"code", "message", "status"}}``."""
 
     def __init__(self, code: int, message: str, status: str | None = None) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
         super().__init__(message)
         self.code = code
         self.message = message
@@ -50,6 +57,20 @@ def not_found(message: str) -> ApiError:
 
 def already_exists(message: str) -> ApiError:
     return ApiError(409, message)
+
+
+def too_large(limit: int) -> ApiError:
+    """413, as Google answers a request over its size limit."""
+    return ApiError(413, f"request body is larger than {limit} bytes")
+
+
+def quote(value: str, limit: int = 64) -> str:
+    """``value`` for an error message if it is short and printable, else only its length:
+    a name the caller typed helps them, a long value is never sent back (it may be PHI,
+    and it would make the answer as large as the request)."""
+    if len(value) <= limit and value.isprintable():
+        return value
+    return f"(a value of {len(value)} characters)"
 
 
 def describe(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ server has no authentication, every caller may do everything, and
 from __future__ import annotations
 
 import base64
+import json
 import re
 import secrets
 
@@ -27,6 +28,17 @@ _MEMBER = re.compile(
     r":\S+|principal(Set)?://\S+")
 _ROLE = re.compile(r"roles/[\w.]+|(projects|organizations)/[^/]+/roles/[\w.]+")
 _PERMISSION = re.compile(r"[a-z][a-zA-Z0-9]*(\.[a-zA-Z0-9]+){2}")
+#: SetIamPolicyRequest: "The size of the policy is limited to a few 10s of KB"; 64 KiB
+#: of compact JSON is that limit here. The policy is kept, so its size must be bounded.
+MAX_POLICY_BYTES = 64 * 1024
+#: Policy.bindings: "up to 1,500 principals; up to 250 of these principals can be
+#: Google groups. Each occurrence of a principal counts towards these limits."
+MAX_PRINCIPALS = 1500
+MAX_GROUPS = 250
+#: Permissions asked about in one testIamPermissions call (Google documents no number;
+#: each is answered, so the answer grows with the list).
+MAX_PERMISSIONS = 1000
+_MAX_PERMISSION_CHARS = 256
 
 
 def _exists(state: ServerState, resource: str) -> bool:
@@ -60,7 +72,19 @@ def get_policy(state: ServerState, resource: str, params: dict) -> dict:
     return policy
 
 
+def _check_size(policy: dict) -> None:
+    """The documented bounds on a policy as a whole: its size and its principals."""
+    if len(json.dumps(policy, separators=(",", ":")).encode()) > MAX_POLICY_BYTES:
+        raise errors.invalid(f"policy is larger than {MAX_POLICY_BYTES} bytes")
+    members = [m for b in policy.get("bindings") or () for m in b.get("members") or ()]
+    if len(members) > MAX_PRINCIPALS:
+        raise errors.invalid(f"policy.bindings may name at most {MAX_PRINCIPALS} principals")
+    if sum(1 for m in members if m.startswith("group:")) > MAX_GROUPS:
+        raise errors.invalid(f"policy.bindings may name at most {MAX_GROUPS} groups")
+
+
 def _check_policy(policy: dict) -> None:
+    _check_size(policy)
     for i, binding in enumerate(policy.get("bindings") or ()):
         where = f"policy.bindings[{i}]"
         if not _ROLE.fullmatch(binding.get("role") or ""):
@@ -95,7 +119,8 @@ def set_policy(state: ServerState, resource: str, body: dict) -> dict:
             if m.strip()] or ["bindings", "etag"]  # the documented default
     unknown = [m for m in mask if m not in ("bindings", "etag", "auditConfigs", "version")]
     if unknown:
-        raise errors.invalid(f"updateMask field not supported for a policy: {unknown[0]}")
+        raise errors.invalid("updateMask field not supported for a policy: "
+                             f"{errors.quote(unknown[0])}")
     with state.catalog.write() as db:
         _require(state, resource)
         current = state.catalog.settings(resource).get(_FIELD) or {"etag": EMPTY_ETAG}
@@ -123,8 +148,10 @@ def held_permissions(state: ServerState, resource: str, body: dict) -> dict:
     except ConfigError as exc:
         raise errors.invalid(str(exc)) from None
     asked = (body or {}).get("permissions") or []
+    if len(asked) > MAX_PERMISSIONS:
+        raise errors.invalid(f"at most {MAX_PERMISSIONS} permissions may be tested at once")
     for i, permission in enumerate(asked):
-        if not _PERMISSION.fullmatch(permission):
+        if len(permission) > _MAX_PERMISSION_CHARS or not _PERMISSION.fullmatch(permission):
             raise errors.invalid(f"permissions[{i}] must be service.resource.verb, without "
                                  "wildcards")
     if not _exists(state, resource):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import filecmp
 import logging
 import os
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +22,13 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ..engine import dataset_bytes
-from ..engine.reading import REQUIRED_UIDS, UnreadableInstance, read, valid_uid
+from ..engine.reading import (
+    REQUIRED_UIDS,
+    InstanceTooLarge,
+    UnreadableInstance,
+    read,
+    valid_uid,
+)
 from ..engine.writing import file_meta
 from .attributes import extract
 from .state import ServerState
@@ -30,6 +38,7 @@ log = logging.getLogger("dicom_deid.server.ingest")
 # FailureReason codes (PS3.18 Table I.2-1, PS3.7 Annex C).
 PROCESSING_FAILURE = 0x0110
 DUPLICATE = 0x0111
+OUT_OF_RESOURCES = 0xA700  # "Refused: Out of Resources": a deflated body past the limit
 DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 
@@ -66,6 +75,10 @@ def inspect(temp_path: str, study_uid: str | None = None) -> Outcome:
         # The engine's reader: it repairs what real writers get wrong (stray delimiters)
         # and names the element when it cannot; the bytes stored are still the upload's.
         ds = read(temp_path)
+    except InstanceTooLarge as exc:
+        # Refused, not misunderstood: storing it would let every later read inflate it
+        # again, so it is turned away here, where its cost is first known.
+        return out.fail(OUT_OF_RESOURCES, str(exc))
     except UnreadableInstance as exc:
         return out.fail(CANNOT_UNDERSTAND, str(exc))
     meta = getattr(ds, "file_meta", None)
@@ -152,8 +165,12 @@ def _same_as_stored(state: ServerState, db: object, store_pk: int, out: Outcome,
         return False
 
 
-def store(state: ServerState, store_pk: int, outcomes: list[Outcome]) -> list[Outcome]:
+def store(state: ServerState, store_pk: int, outcomes: list[Outcome],
+          then: Callable[[sqlite3.Connection], None] | None = None) -> list[Outcome]:
     """Move the prepared parts into place and index them in one transaction.
+
+    ``then`` runs last inside that transaction, with every outcome decided: a caller
+    that counts what was stored (an operation's counters) commits with it or not at all.
 
     Parts that failed inspection, and duplicates, are deleted; the index is the
     last thing written, so an acknowledged instance is one that is fully on disk. A
@@ -179,6 +196,8 @@ def store(state: ServerState, store_pk: int, outcomes: list[Outcome]) -> list[Ou
                 if not _same_as_stored(state, db, store_pk, out, rel):
                     out.fail(DUPLICATE, "an instance with this SOPInstanceUID is already "
                              "stored")
+        if then is not None:
+            then(db)
     state.blobs.remove(duplicates)
     for out in outcomes:
         if not out.ok and os.path.exists(out.temp_path):

@@ -7,6 +7,7 @@ flat whatever the size of a STOW request.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
@@ -30,6 +31,19 @@ def content_type(header: str | None) -> tuple[str, dict[str, str]]:
     )
 
 
+# RFC 2046 5.1.1: 1 to 70 of these characters, the last not a space. A longer one is not
+# a boundary any client makes, and the parser's work per byte grows with its length.
+_BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+
+
+def check_boundary(boundary: str) -> str:
+    """``boundary`` if RFC 2046 allows it, else 400."""
+    if not _BOUNDARY.fullmatch(boundary):
+        raise errors.invalid("the multipart boundary must be 1 to 70 characters that "
+                             "RFC 2046 allows")
+    return boundary
+
+
 @dataclass
 class Part:
     temp_path: str
@@ -48,7 +62,7 @@ class RelatedParser:
         self._field = b""
         self._value = b""
         self._parser = MultipartParser(
-            boundary,
+            check_boundary(boundary),
             {
                 "on_part_begin": self._begin,
                 "on_header_field": self._on_field,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,10 @@ class Cancelled(Exception):
     """Raised inside a job when the caller asked to cancel it."""
 
 
+class Stopped(Exception):
+    """Raised inside a job when the server is shutting down (SIGTERM, Ctrl-C)."""
+
+
 class Progress:
     """What a running job reports: counts, failures with reasons, cancellation."""
 
@@ -53,17 +58,21 @@ class Progress:
         self._lock = threading.Lock()
 
     def ok(self, n: int = 1) -> None:
-        with self._lock:
-            self.success += n
-            self.pending = max(0, self.pending - n)
+        self.tally(n)
         self._maybe_flush()
 
     def failed(self, resource: str, reason: str) -> None:
-        with self._lock:
-            self.failure += 1
-            self.pending = max(0, self.pending - 1)
-            self._failures.append((self.name, resource, reason))
+        self.tally(0, [(resource, reason)])
         self._maybe_flush()
+
+    def tally(self, successes: int, failures: list[tuple[str, str]] = ()) -> None:
+        """Count without writing: for a caller that flushes the counts in the same
+        transaction as the instances they count (``flush(db)``)."""
+        with self._lock:
+            self.success += successes
+            self.failure += len(failures)
+            self.pending = max(0, self.pending - successes - len(failures))
+            self._failures.extend((self.name, r, why) for r, why in failures)
 
     def expect(self, n: int) -> None:
         with self._lock:
@@ -71,6 +80,10 @@ class Progress:
         self.flush()
 
     def check_cancel(self) -> None:
+        """Raise if the job should stop now: ``Stopped`` when the server is shutting
+        down, ``Cancelled`` when a caller asked."""
+        if self._state.stopping.is_set():
+            raise Stopped
         row = self._state.catalog.one(
             "SELECT cancel_requested FROM operations WHERE name=?", (self.name,)
         )
@@ -81,33 +94,43 @@ class Progress:
         if time.monotonic() - self._last >= self.FLUSH_SECONDS:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, db: sqlite3.Connection | None = None) -> None:
+        """Write the counts and new failures; inside ``db``'s transaction if given."""
         with self._lock:
             failures, self._failures = self._failures, []
             counts = (self.success, self.failure, self.pending)
             self._last = time.monotonic()
-        with self._state.catalog.write() as db:
-            db.execute(
-                "UPDATE operations SET success=?, failure=?, pending=? WHERE name=?",
-                (*counts, self.name),
-            )
-            if failures:
-                db.executemany(
-                    "INSERT INTO operation_failures (operation, resource, reason) VALUES (?,?,?)",
-                    failures,
-                )
+        if db is None:
+            with self._state.catalog.write() as own:
+                self._write(own, counts, failures)
+        else:
+            self._write(db, counts, failures)
+
+    def _write(self, db: sqlite3.Connection, counts: tuple[int, int, int],
+               failures: list[tuple[str, str, str]]) -> None:
+        db.execute("UPDATE operations SET success=?, failure=?, pending=? WHERE name=?",
+                   (*counts, self.name))
+        if failures:
+            db.executemany(
+                "INSERT INTO operation_failures (operation, resource, reason) VALUES (?,?,?)",
+                failures)
 
 
 Job = Callable[[Progress], dict]
 
 
-def start(state: ServerState, dataset: DatasetName, method: str, job: Job) -> dict:
-    """Record a new operation, run ``job`` in the background, return the Operation."""
+def start(state: ServerState, dataset: DatasetName, method: str, job: Job,
+          target: str | None = None) -> dict:
+    """Record a new operation, run ``job`` in the background, return the Operation.
+
+    ``target`` names what the job writes into (a destination store or dataset): an
+    operation that ends early says how much of it is there."""
     name = f"{dataset}/operations/{secrets.randbelow(10**18):018d}"
     with state.catalog.write() as db:
         db.execute(
-            "INSERT INTO operations (name, dataset, method, create_time) VALUES (?,?,?,?)",
-            (name, str(dataset), method, now()),
+            "INSERT INTO operations (name, dataset, method, create_time, target) "
+            "VALUES (?,?,?,?,?)",
+            (name, str(dataset), method, now(), target),
         )
     state.jobs.submit(_run, state, name, job)
     return get(state, name)
@@ -133,7 +156,10 @@ def _run(state: ServerState, name: str, job: Job) -> None:
     try:
         response = job(progress)
     except Cancelled:
-        error = {"code": 1, "message": "operation cancelled"}
+        error = {"code": 1, "message": _ended_early("operation cancelled", progress.success,
+                                                    _target(state, name))}
+    except Stopped:
+        error = _aborted(progress.success, _target(state, name))
     except errors.ApiError as exc:
         error = {"code": _GRPC.get(exc.code, 13), "message": exc.message}
     except Exception as exc:  # the job failed as a whole; say what kind, not the data
@@ -218,11 +244,33 @@ def failures(state: ServerState, name: str, params: dict) -> dict:
                  lambda r: {"resource": r["resource"], "reason": r["reason"]})
 
 
+def _target(state: ServerState, name: str) -> str | None:
+    row = state.catalog.one("SELECT target FROM operations WHERE name=?", (name,))
+    return row["target"] if row else None
+
+
+def _ended_early(what: str, stored: int, target: str | None) -> str:
+    """``what``, plus what a partial run left in its destination: the counters count
+    exactly those instances (they are written in the same transaction), and a second
+    run into the same destination finds them there as successes, not conflicts."""
+    if not target:
+        return what
+    return (f"{what}; {stored} instance(s) had been stored in {target}, as the success "
+            f"counter says; run it again into the same destination to finish: instances "
+            f"already there count as successes and nothing is stored twice")
+
+
+def _aborted(stored: int, target: str | None) -> dict:
+    return {"code": 10, "message": _ended_early(
+        "aborted: the server stopped while the operation was running", stored, target)}
+
+
 def fail_interrupted(state: ServerState) -> int:
+    """End as ABORTED every operation a stop or crash left running (at start-up)."""
     with state.catalog.write() as db:
-        cur = db.execute(
-            "UPDATE operations SET done=1, end_time=?, pending=0, error=? WHERE done=0",
-            (now(), dumps({"code": 10, "message": "aborted: the server stopped while the "
-                           "operation was running; run it again"})),
-        )
-        return cur.rowcount
+        rows = db.execute("SELECT name, success, target FROM operations WHERE done=0"
+                          ).fetchall()
+        db.executemany(
+            "UPDATE operations SET done=1, end_time=?, pending=0, error=? WHERE name=?",
+            [(now(), dumps(_aborted(r["success"], r["target"])), r["name"]) for r in rows])
+        return len(rows)

@@ -18,9 +18,24 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_voi_lut, pixel_array
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from ..engine.inflate import InflateLimitExceeded
 from . import errors
 
 UNCOMPRESSED = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+
+
+def read_stored(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
+    """A stored instance, read by pydicom within the process's inflate limit.
+
+    STOW and import refuse instances that inflate past the limit, but one may have
+    been stored before the limit existed, or under a larger one: reading it is
+    refused too, with 400 FAILED_PRECONDITION (the request is sound, the instance is
+    what cannot be read, and retrying will not change that) naming the limit.
+    """
+    try:
+        return dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InflateLimitExceeded as exc:
+        raise errors.ApiError(400, str(exc), "FAILED_PRECONDITION") from None
 
 
 def number_of_frames(ds: Dataset) -> int:
@@ -38,17 +53,23 @@ def _frame_numbers(spec: str, total: int) -> list[int]:
     bad = [n for n in numbers if n < 1 or n > total]
     if bad:
         raise errors.ApiError(404, f"frame {bad[0]} does not exist: the instance has {total}")
+    if len(set(numbers)) != len(numbers):
+        # Each frame once: ``1,1,1,...`` made one request copy a frame thousands of times.
+        raise errors.invalid("frame numbers must not repeat")
     return numbers
 
 
 def frames(path: Path, spec: str) -> tuple[str, list[bytes]]:
     """Raw frames (uncompressed bytes, or the compressed fragments) and their media type."""
-    ds = dcmread(path)
+    ds = read_stored(path)
     if "PixelData" not in ds:
         raise errors.ApiError(404, "the instance has no pixel data")
     total = number_of_frames(ds)
     numbers = _frame_numbers(spec, total)
     ts = UID(ds.file_meta.TransferSyntaxUID)
+    if not ts.is_transfer_syntax:  # is_compressed would raise ValueError: a 500
+        raise errors.ApiError(406, "the frames cannot be read: the instance's transfer "
+                              "syntax is not one DICOM defines")
     if ts.is_compressed:
         all_frames = list(generate_frames(ds.PixelData, number_of_frames=total))
         kind = _COMPRESSED_TYPES.get(str(ts), "application/octet-stream")
@@ -101,7 +122,7 @@ def to_display(ds: Dataset, arr: np.ndarray) -> np.ndarray:
 
 def rendered(path: Path, frame: int, kind: str) -> bytes:
     """Frame ``frame`` (1-based) as PNG or JPEG bytes."""
-    ds = dcmread(path)
+    ds = read_stored(path)
     if "PixelData" not in ds:
         raise errors.ApiError(404, "the instance has no pixel data")
     total = number_of_frames(ds)
@@ -165,7 +186,7 @@ def transcode(path: Path, target: str) -> bytes:
             406, f"transcoding to transfer syntax {target} is not supported; "
             "ask for transfer-syntax=* or an uncompressed syntax"
         )
-    ds = dcmread(path)
+    ds = read_stored(path)
     ts = UID(ds.file_meta.TransferSyntaxUID)
     if ts == target:
         return path.read_bytes()

@@ -19,11 +19,23 @@ from .attributes import (
     resolve_key,
 )
 from .catalog import Catalog
+from .paging import INT64_MAX, parse_int
 
 DEFAULT_LIMIT = {"study": 100, "series": 100, "instance": 100}
 MAX_LIMIT = {"study": 5000, "series": 5000, "instance": 50000}
 _RESERVED = {"limit", "offset", "includefield", "fuzzymatching"}
 _RANGED = {"DA", "TM", "DT"}
+#: Google's documented maximum QIDO offset.
+MAX_OFFSET = 1_000_000
+#: The values an integer VR can hold (PS3.5 6.2: IS is a signed 32-bit integer in
+#: DICOM's range), so a match outside them is a wrong request, not a search for nothing.
+INT_RANGES = {"US": (0, 2**16 - 1), "SS": (-(2**15), 2**15 - 1), "UL": (0, 2**32 - 1),
+              "SL": (-(2**31), 2**31 - 1), "IS": (-(2**31), 2**31 - 1)}
+#: Bounds on the SQL one search builds: each matching key is a clause and each listed UID
+#: a parameter, and SQLite refuses past 1,000 nested clauses or 32,766 parameters. No
+#: real search comes near: there are 26 matchable attributes.
+MAX_MATCH_KEYS = 64
+MAX_LISTED_UIDS = 1000
 
 
 @dataclass
@@ -58,6 +70,8 @@ def _match(q: Query, keyword: str, value: str) -> None:
     col = attr.column
     if attr.vr == "UI":
         uids = [u for u in value.replace("\\", ",").split(",") if u]
+        if len(q.args) + len(uids) > MAX_LISTED_UIDS:  # counted over all the keys
+            raise errors.invalid(f"a search may list at most {MAX_LISTED_UIDS} UIDs")
         q.where.append(f"{col} IN ({','.join('?' * len(uids))})")
         q.args.extend(uids)
     elif attr.vr in _RANGED and "-" in value:
@@ -68,11 +82,8 @@ def _match(q: Query, keyword: str, value: str) -> None:
         if hi:
             q.where.append(f"{col} <= ?")
             q.args.append(hi if attr.vr == "DA" else hi + "\uffff")
-    elif attr.vr in ("US", "UL", "SS", "SL", "IS"):
-        try:
-            q.args.append(int(value))
-        except ValueError:
-            raise errors.invalid(f"{keyword} must be an integer") from None
+    elif attr.vr in INT_RANGES:
+        q.args.append(parse_int(value.strip(), keyword, *INT_RANGES[attr.vr]))
         q.where.append(f"{col} = ?")
     elif attr.vr == "PN":
         q.where.append(f"wildcard_ci({col}, ?)")
@@ -96,18 +107,15 @@ def parse(
         levels[level] = ["study", *levels[level]]
     for lv in levels[level]:
         q.returned.extend(DEFAULT_RETURN[lv])
+    extra: set[int] = set()
+    matched = 0
     for key, value in params:
-        if key == "limit" or key == "offset":
-            try:
-                n = int(value)
-                if n < 0:
-                    raise ValueError
-            except ValueError:
-                raise errors.invalid(f"{key} must be a non-negative integer") from None
-            if key == "limit":
-                q.limit = min(n, MAX_LIMIT[level]) if n else DEFAULT_LIMIT[level]
-            else:
-                q.offset = n
+        if key == "limit":
+            # Past the maximum, the maximum (as Google caps it); past 64 bits, an error.
+            n = parse_int(value, key, 0, INT64_MAX)
+            q.limit = min(n, MAX_LIMIT[level]) if n else DEFAULT_LIMIT[level]
+        elif key == "offset":
+            q.offset = parse_int(value, key, 0, MAX_OFFSET)
         elif key == "includefield":
             for item in value.split(","):
                 item = item.strip()
@@ -117,19 +125,24 @@ def parse(
                     try:
                         tag, keyword = resolve_key(item)
                     except KeyError:
-                        raise errors.invalid(f"unknown attribute in includefield: {item}") from None
+                        raise errors.invalid("unknown attribute in includefield: "
+                                             f"{errors.quote(item)}") from None
                     if keyword in BY_KEYWORD or keyword in COMPUTED:
                         if keyword not in q.returned:
                             q.returned.append(keyword)
-                    else:
+                    elif tag not in extra:  # a set: a long list of repeats stays linear
+                        extra.add(tag)
                         q.extra_tags.append(tag)
         elif key in _RESERVED:
             continue
         else:
+            matched += 1
+            if matched > MAX_MATCH_KEYS:
+                raise errors.invalid(f"a search may have at most {MAX_MATCH_KEYS} matching keys")
             try:
                 _tag, keyword = resolve_key(key)
             except KeyError:
-                raise errors.invalid(f"unknown query attribute: {key}") from None
+                raise errors.invalid(f"unknown query attribute: {errors.quote(key)}") from None
             _match(q, keyword, value)
     if q.include_all:
         for lv in levels[level]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 import zoneinfo
 
 from ..api_schema import ConfigError, validate
@@ -29,7 +30,7 @@ def _dataset_json(row: object) -> dict:
 DATASET_TYPE = "type.googleapis.com/google.cloud.healthcare.v1.dataset.Dataset"
 
 
-def _schema(body: object, schema: str) -> dict:
+def check_schema(body: object, schema: str) -> dict:
     """``body`` checked against the discovery document's ``schema`` (400 naming the
     field, never quoting a value)."""
     try:
@@ -59,8 +60,9 @@ def _update_mask(params: dict, allowed: tuple[str, ...], what: str) -> list[str]
         raise errors.invalid("updateMask is required")
     for field in mask:
         if field not in allowed:
-            raise errors.invalid(f"updateMask field not supported for a {what}: {field} "
-                                 f"(fields that can be updated: {', '.join(allowed)})")
+            raise errors.invalid(f"updateMask field not supported for a {what}: "
+                                 f"{errors.quote(field)} (fields that can be updated: "
+                                 f"{', '.join(allowed)})")
     return mask
 
 
@@ -68,7 +70,7 @@ def create_dataset(state: ServerState, name: DatasetName, body: dict) -> dict:
     """Insert the dataset; the new Dataset. Google answers ``datasets.create`` with a
     long-running operation: the HTTP layer (``app``) wraps this in one, so that this
     module stays plain CRUD that ``operations`` can read datasets from."""
-    tz = _time_zone(_schema(body, "Dataset").get("timeZone"))
+    tz = _time_zone(check_schema(body, "Dataset").get("timeZone"))
     with state.catalog.write() as db:
         if db.execute("SELECT 1 FROM datasets WHERE name=?", (str(name),)).fetchone():
             raise errors.already_exists(f"dataset {name.dataset} already exists")
@@ -96,7 +98,7 @@ def patch_dataset(state: ServerState, name: DatasetName, body: dict, params: dic
     change (``name`` and the ``satisfies*`` flags are output only, ``encryptionSpec``
     is fixed at creation)."""
     _update_mask(params, ("timeZone",), "dataset")
-    tz = _time_zone(_schema(body, "Dataset").get("timeZone"))
+    tz = _time_zone(check_schema(body, "Dataset").get("timeZone"))
     with state.catalog.write() as db:
         cur = db.execute("UPDATE datasets SET time_zone=? WHERE name=?", (tz, str(name)))
         if cur.rowcount == 0:
@@ -125,8 +127,15 @@ def delete_dataset(state: ServerState, name: DatasetName) -> dict:
 #: DicomStore fields a client sets that this server keeps and returns but does not act
 #: on: there is no Pub/Sub or BigQuery here, so no message or row is ever sent.
 STORED_ONLY = ("notificationConfig", "notificationConfigs", "streamConfigs")
-_TOPIC = re.compile(r"projects/[^/]+/topics/[^/]+")
+# Pub/Sub: a topic ID is 3-255 characters, starting with a letter; project IDs are at
+# most 30 characters (100 leaves room for domain-scoped ones, "example.com:project").
+_TOPIC = re.compile(r"projects/[^/]{1,100}/topics/[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
+# The discovery document: "BigQuery URI to a table, up to 2000 characters long".
 _TABLE = re.compile(r"bq://[^.]+\.[^.]+\.[^.]+")
+_MAX_TABLE_URI = 2000
+#: Google documents no count for either list; a store with more destinations than this
+#: is not a configuration anyone means, and each one is kept in the index.
+MAX_CONFIGS = 100
 
 
 def _store_json(state: ServerState, row: object) -> dict:
@@ -139,41 +148,90 @@ def _store_json(state: ServerState, row: object) -> dict:
     return body
 
 
+def _check_topic(field: str, topic: object) -> None:
+    if topic and not _TOPIC.fullmatch(topic):
+        raise errors.invalid(f"{field} must be projects/{{project}}/topics/{{topic}}, the "
+                             "topic ID 3 to 255 characters starting with a letter")
+
+
+def _check_table(field: str, table: object) -> None:
+    if not table or len(table) > _MAX_TABLE_URI or not _TABLE.fullmatch(table):
+        raise errors.invalid(f"{field} must be bq://{{project}}.{{dataset}}.{{table}}, "
+                             f"at most {_MAX_TABLE_URI} characters")
+
+
 def _stored_only(body: dict) -> dict:
     """The notification and streaming configs of a DicomStore body, checked for the
-    resource names Google requires (a Pub/Sub topic, a BigQuery table URI)."""
-    topics = []
+    resource names Google requires (a Pub/Sub topic, a BigQuery table URI), their
+    lengths, and a bounded count: they are kept, so nothing in them may grow without
+    limit."""
     if body.get("notificationConfig") is not None:
-        topics.append(("notificationConfig.pubsubTopic",
-                       body["notificationConfig"].get("pubsubTopic")))
+        _check_topic("notificationConfig.pubsubTopic",
+                     body["notificationConfig"].get("pubsubTopic"))
+    for field in ("notificationConfigs", "streamConfigs"):
+        if len(body.get(field) or ()) > MAX_CONFIGS:
+            raise errors.invalid(f"{field} may hold at most {MAX_CONFIGS} configs")
     for i, item in enumerate(body.get("notificationConfigs") or ()):
-        topics.append((f"notificationConfigs[{i}].pubsubTopic", item.get("pubsubTopic")))
-    for field, topic in topics:
-        if topic and not _TOPIC.fullmatch(topic):
-            raise errors.invalid(f"{field} must be projects/{{project}}/topics/{{topic}}")
+        _check_topic(f"notificationConfigs[{i}].pubsubTopic", item.get("pubsubTopic"))
+    tables = set()
     for i, item in enumerate(body.get("streamConfigs") or ()):
         table = (item.get("bigqueryDestination") or {}).get("tableUri")
-        if not table or not _TABLE.fullmatch(table):
-            raise errors.invalid(f"streamConfigs[{i}].bigqueryDestination.tableUri must be "
-                                 "bq://{project}.{dataset}.{table}")
+        _check_table(f"streamConfigs[{i}].bigqueryDestination.tableUri", table)
+        if table in tables:  # "Each config must contain a unique destination."
+            raise errors.invalid(f"streamConfigs[{i}] repeats the destination of an "
+                                 "earlier config")
+        tables.add(table)
     return {k: body[k] for k in STORED_ONLY if body.get(k)}
 
 
+#: Google's label rules (DicomStore.labels): at most 64 labels; keys 1-63 characters,
+#: values 0-63, each at most 128 bytes of UTF-8, of lowercase letters, letters of
+#: caseless scripts, digits, ``_`` and ``-``, a key starting with a letter. (The
+#: discovery document prints the key pattern garbled, ``\p{Ll}\p{Lo}{0,62}``: this is
+#: the rule Google's label documentation gives, ``[\p{Ll}\p{Lo}][\p{Ll}\p{Lo}\p{N}_-]{0,62}``.)
+MAX_LABELS = 64
+_LABEL_CHARS = 63
+_LABEL_BYTES = 128
+
+
+def _label_char(ch: str) -> bool:
+    return ch in "_-" or unicodedata.category(ch) in ("Ll", "Lo", "Nd", "Nl", "No")
+
+
+def _label_ok(text: str, key: bool) -> bool:
+    if len(text) > _LABEL_CHARS or len(text.encode("utf-8")) > _LABEL_BYTES:
+        return False
+    if key and (not text or unicodedata.category(text[0]) not in ("Ll", "Lo")):
+        return False
+    return all(_label_char(ch) for ch in text)
+
+
 def _check_labels(labels: object) -> dict:
+    """The labels of a DicomStore body, by Google's rules; errors say which rule, never
+    the label (a key or value could be anything a client typed)."""
     if labels is None:
         return {}
     if not isinstance(labels, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
     ):
         raise errors.invalid("labels must be a map of strings to strings")
-    if len(labels) > 64:
-        raise errors.invalid("at most 64 labels may be set")
+    if len(labels) > MAX_LABELS:
+        raise errors.invalid(f"at most {MAX_LABELS} labels may be set")
+    for i, (key, value) in enumerate(labels.items()):
+        if not _label_ok(key, key=True):
+            raise errors.invalid(
+                f"label key {i + 1} must be 1 to 63 lowercase letters, digits, '_' or '-' "
+                "(at most 128 bytes of UTF-8), starting with a letter")
+        if not _label_ok(value, key=False):
+            raise errors.invalid(
+                f"label value {i + 1} must be at most 63 lowercase letters, digits, '_' or "
+                "'-' (at most 128 bytes of UTF-8)")
     return labels
 
 
 def create_store(state: ServerState, name: StoreName, body: dict) -> dict:
     get_dataset(state, name.dataset)
-    body = _schema(body, "DicomStore")
+    body = check_schema(body, "DicomStore")
     labels = _check_labels(body.get("labels"))
     settings = _stored_only(body)
     with state.catalog.write() as db:
@@ -215,7 +273,7 @@ def patch_store(state: ServerState, name: StoreName, body: dict, params: dict) -
     """``dicomStores.patch`` of the fields in ``updateMask``; a field in the mask but not
     in the body is cleared, as a FieldMask update does."""
     mask = _update_mask(params, ("labels", *STORED_ONLY), "DICOM store")
-    body = _schema(body, "DicomStore")
+    body = check_schema(body, "DicomStore")
     labels = _check_labels(body.get("labels"))
     settings = _stored_only(body)
     with state.catalog.write() as db:

@@ -23,13 +23,14 @@ from pathlib import Path
 
 import uvicorn
 
+from . import connections, quiet
 from .app import create_app
+from .lifeline import die_with
 from .recovery import recover
 from .state import ServerState
 
 log = logging.getLogger("dicom_deid.server")
 
-_PR_SET_PDEATHSIG = 1
 _M_ARENA_MAX = -8
 _RESTART_PAUSE = 1.0
 
@@ -50,27 +51,25 @@ def _tune_malloc() -> None:
         ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 2)
 
 
-def _die_with(parent: int) -> None:
-    """Have the kernel SIGKILL this process when ``parent`` exits (Linux)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: a worker may outlive a killed parent
-        return
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def _serve(sock: socket.socket | None, host: str, port: int, data_dir: Path,
            max_body_bytes: int, run_recovery: bool, log_level: str) -> None:
+    quiet.install()  # before the first read of an instance: no value reaches a log
     app = create_app(data_dir, max_body_bytes, run_recovery=run_recovery)
-    # Idle connections are kept for 10 minutes, as Google's front ends keep them: the
-    # discovery client (httplib2) reuses a pooled connection without retrying when the
-    # server has closed it, so uvicorn's 5 s default broke a client's first call after
-    # a pause with BrokenPipeError.
+    # Idle connections are kept for 10 minutes by default, as Google's front ends keep
+    # them: the discovery client (httplib2) reuses a pooled connection without retrying
+    # when the server has closed it, so uvicorn's 5 s default broke a client's first call
+    # after a pause with BrokenPipeError. A header timeout and a connection cap (which
+    # closes the longest-idle connection first) keep slow or idle clients from holding
+    # every descriptor: see connections.py.
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            timeout_keep_alive=600)
+                            **connections.config_options())
     server = uvicorn.Server(config)
-    server.run(sockets=[sock] if sock is not None else None)
+    try:
+        server.run(sockets=[sock] if sock is not None else None)
+    finally:
+        # uvicorn has stopped taking requests; operations still running would keep the
+        # process alive (their threads are joined at exit) and their pools busy.
+        app.state.server.stop()
 
 
 def _fork_worker(sock: socket.socket, host: str, port: int, data_dir: Path,
@@ -81,7 +80,7 @@ def _fork_worker(sock: socket.socket, host: str, port: int, data_dir: Path,
         return pid
     code = 0
     try:
-        _die_with(parent)
+        die_with(parent)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _serve(sock, host, port, data_dir, max_body_bytes, False, log_level)

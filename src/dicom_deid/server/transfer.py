@@ -15,7 +15,7 @@ from google.api_core import exceptions as gexc
 from ..gcs import GcsUriError, client, parse_gs_uri
 from . import errors, ingest, operations, pixels
 from .names import StoreName
-from .resources import store_pk
+from .resources import check_schema, store_pk
 from .state import ServerState
 
 IMPORT_METHOD = "google.cloud.healthcare.v1.dicom.DicomService.ImportDicomData"
@@ -54,7 +54,8 @@ def _pattern(path: str) -> re.Pattern:
 
 def start_import(state: ServerState, store: StoreName, body: dict) -> dict:
     pk = store_pk(state, store)
-    uri = ((body or {}).get("gcsSource") or {}).get("uri")
+    body = check_schema(body, "ImportDicomDataRequest")
+    uri = (body.get("gcsSource") or {}).get("uri")
     if not uri:
         raise errors.invalid("gcsSource.uri is required")
     bucket_name, path = split_uri(uri, "gcsSource.uri")
@@ -133,7 +134,7 @@ def _export_format(mime: str | None) -> tuple[str, str | None]:
 
 def start_export(state: ServerState, store: StoreName, body: dict) -> dict:
     pk = store_pk(state, store)
-    body = body or {}
+    body = check_schema(body, "ExportDicomDataRequest")
     if body.get("bigqueryDestination"):
         raise errors.ApiError(501, "export to BigQuery is not available on the local server")
     dest = body.get("gcsDestination") or {}
