@@ -32,6 +32,13 @@ def _serve(args: argparse.Namespace) -> int:
         # Read by every worker and every de-identification process (and pydicom's reads).
         os.environ[LIMIT_ENV] = str(args.max_inflated_mb
                                     or max(1, min(DEFAULT_MAX_INFLATED_MB, args.max_body_mb)))
+    from .engine.pixels.decode import DECODED_LIMIT_ENV
+
+    if args.max_decoded_mb is not None:
+        if args.max_decoded_mb < 1:
+            print("dicom-deid serve: --max-decoded-mb must be at least 1", file=sys.stderr)
+            return 2
+        os.environ[DECODED_LIMIT_ENV] = str(args.max_decoded_mb)  # read by every worker
     from .server.workers import BUDGET_ENV
 
     if args.instance_timeout_s is not None:
@@ -97,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="largest size a Deflated Explicit VR Little Endian instance may "
                             "inflate to (default: 512, or --max-body-mb if smaller): refused "
                             "at STOW and import above it, and not read if stored before")
+    serve.add_argument("--max-decoded-mb", type=int, default=None,
+                       help="largest size compressed pixel data may decode to, per request "
+                            "or instance (default: 2048): rendering, transcoding and text "
+                            "redaction refuse beyond it")
     serve.add_argument("--instance-timeout-s", type=float, default=None,
                        help="seconds one instance may take in a de-identification before "
                             "it fails alone with a reason (default: 600)")

@@ -19,6 +19,8 @@ from pydicom.pixels import apply_voi_lut, pixel_array
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ..engine.inflate import InflateLimitExceeded
+from ..engine.pixels.decode import check_decoded_size
+from ..engine.pixels.messages import PixelError
 from . import errors
 
 UNCOMPRESSED = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
@@ -120,6 +122,14 @@ def to_display(ds: Dataset, arr: np.ndarray) -> np.ndarray:
     return out
 
 
+def _decodable(ds: Dataset, frames: int | None) -> None:
+    """406 before decoding what would decode beyond ``--max-decoded-mb``."""
+    try:
+        check_decoded_size(ds, frames)
+    except PixelError as exc:
+        raise errors.ApiError(406, f"the pixel data cannot be decoded here: {exc}") from None
+
+
 def rendered(path: Path, frame: int, kind: str) -> bytes:
     """Frame ``frame`` (1-based) as PNG or JPEG bytes."""
     ds = read_stored(path)
@@ -127,6 +137,7 @@ def rendered(path: Path, frame: int, kind: str) -> bytes:
         raise errors.ApiError(404, "the instance has no pixel data")
     total = number_of_frames(ds)
     _frame_numbers(str(frame), total)
+    _decodable(ds, 1)
     try:
         arr = pixel_array(ds, index=frame - 1) if total > 1 else ds.pixel_array
     except Exception as exc:
@@ -190,6 +201,8 @@ def transcode(path: Path, target: str) -> bytes:
     ts = UID(ds.file_meta.TransferSyntaxUID)
     if ts == target:
         return path.read_bytes()
+    if ts.is_compressed and "PixelData" in ds:
+        _decodable(ds, None)
     try:
         if ts.is_compressed and "PixelData" in ds:
             # Same instance, other encoding: keep its UIDs (pydicom makes new ones by default).

@@ -12,6 +12,8 @@ only, so memory stays bounded on a large multi-frame.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
@@ -20,8 +22,9 @@ from pydicom.uid import UID
 
 from .messages import PixelError, pi_label, safe, ts_label
 
-__all__ = ["KNOWN_PI", "PIXEL_DATA", "decode", "decode_frame", "geometry", "photometric",
-           "photometric_after_decode", "transfer_syntax", "value_range"]
+__all__ = ["KNOWN_PI", "PIXEL_DATA", "check_decoded_size", "decode", "decode_frame",
+           "geometry", "max_decoded_bytes", "photometric", "photometric_after_decode",
+           "transfer_syntax", "value_range"]
 
 PIXEL_DATA = 0x7FE00010
 #: PhotometricInterpretation values decode() can return.
@@ -144,6 +147,44 @@ def decode_frame(ds: Dataset, index: int) -> np.ndarray:
     return _decode(ds, index)
 
 
+#: Where ``serve --max-decoded-mb`` leaves the limit for every process of the server.
+DECODED_LIMIT_ENV = "DICOM_DEID_MAX_DECODED_MB"
+#: 2 GiB: a 1,000-frame 640x480 RGB cine (921 MB) fits; a header claiming 100,000
+#: frames of 1024x1024 over a 100 MB upload of tiny JPEGs (100 GB decoded) does not.
+DEFAULT_MAX_DECODED_MB = 2048
+
+
+def max_decoded_bytes() -> int:
+    """The process's limit on decoded pixel data (``DECODED_LIMIT_ENV`` in MiB)."""
+    value = os.environ.get(DECODED_LIMIT_ENV, "").strip()
+    mb = int(value) if value.isascii() and value.isdigit() and int(value) > 0 \
+        else DEFAULT_MAX_DECODED_MB
+    return mb << 20
+
+
+def check_decoded_size(ds: Dataset, frames: int | None = None) -> None:
+    """PixelError before decoding compressed pixel data whose ``frames`` (all if None)
+    would decode beyond :func:`max_decoded_bytes`.
+
+    A compressed frame's size says nothing of its decoded size (a black 1024x1024 JPEG
+    is ~1 kB), so a small upload can claim gigabytes through its header; native pixel
+    data is as large as it says (``_check_native_length``) and needs no check."""
+    try:
+        if not transfer_syntax(ds).is_encapsulated:
+            return
+        total, rows, columns = (_int(ds, k, d) for k, d in (
+            ("NumberOfFrames", 1), ("Rows", 0), ("Columns", 0)))
+        samples, allocated = _int(ds, "SamplesPerPixel", 1), _int(ds, "BitsAllocated", 8)
+    except (PixelError, ValueError):  # ValueError: a UID that is no transfer syntax
+        return  # not a size to judge: the decoder's own checks name what is wrong
+    size = (max(0, rows) * max(0, columns) * max(1, samples) * max(1, allocated // 8)
+            * (max(1, total) if frames is None else frames))
+    limit = max_decoded_bytes()
+    if size > limit:
+        raise PixelError(f"the compressed pixel data would decode to {size >> 20} MiB, "
+                         f"beyond the limit of {limit >> 20} MiB")
+
+
 def _decode(ds: Dataset, index: int | None) -> np.ndarray:
     if PIXEL_DATA not in ds:
         for keyword in ("FloatPixelData", "DoubleFloatPixelData"):
@@ -155,6 +196,7 @@ def _decode(ds: Dataset, index: int | None) -> np.ndarray:
     frames, rows, columns, samples = shape[:4]
     if index is not None and not 0 <= index < frames:
         raise PixelError(f"frame index {index} is out of range for {frames} frame(s)")
+    check_decoded_size(ds, None if index is None else 1)
     pi = photometric(ds)
     expected_pi = photometric_after_decode(ds)
     if expected_pi not in KNOWN_PI:
