@@ -7,7 +7,7 @@ UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := tesseract-ocr tesseract-ocr-eng dcmtk dicom3tools dcm2niix fonts-dejavu-core docker-compose chromium
 
-.PHONY: setup system-deps demo up down test lint bench bench-server bench-deid bench-text bench-image bench-pipeline lock clean serve
+.PHONY: setup system-deps demo up down test lint bench bench-server bench-deid bench-text bench-image bench-pipeline bench-gcs lock clean serve
 
 setup: system-deps $(STAMP)
 
@@ -54,7 +54,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests bench plugins dags
 
-bench: bench-server bench-deid bench-text bench-image bench-pipeline
+bench: bench-server bench-deid bench-text bench-image bench-pipeline bench-gcs
 
 bench-server: setup
 	$(BIN)/python bench/server_throughput.py
@@ -71,6 +71,9 @@ bench-image: setup
 
 bench-pipeline: setup
 	$(BIN)/python bench/pipeline_overhead.py
+
+bench-gcs: setup
+	$(BIN)/python bench/gcs_emulators.py --objects 3000 --kb 200
 
 serve: setup
 	$(BIN)/dicom-deid serve --port 8080 --data-dir data/healthcare

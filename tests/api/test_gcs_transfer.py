@@ -1,6 +1,6 @@
 """``dicomStores.import`` from and ``dicomStores.export`` to Cloud Storage.
 
-Storage is the gcp-storage-emulator process of the session; objects are put there and
+Storage is the fake-gcs-server process of the session; objects are put there and
 read back with the real google-cloud-storage client, the API is driven with the
 discovery client, and stored instances are checked over DICOMweb.
 """

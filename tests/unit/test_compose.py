@@ -44,7 +44,9 @@ def test_airflow_layout_and_backends_are_wired_by_connection(compose: dict) -> N
         assert f"--port {endpoint.port}" in " ".join(services["healthcare-api"]["command"])
         gcs = urlparse(env["STORAGE_EMULATOR_HOST"])
         assert gcs.hostname == "gcs-emulator"
-        assert str(gcs.port) in services["gcs-emulator"]["command"]
+        emulator = " ".join(services["gcs-emulator"]["command"])
+        assert f"-port {gcs.port}" in emulator and "fake-gcs-server" in emulator
+        assert "/data/dicom-deid-export" in emulator  # the export bucket, from the start
         assert "./dags:/opt/airflow/dags" in services[name]["volumes"]
         assert "./plugins:/opt/airflow/plugins" in services[name]["volumes"]
 
