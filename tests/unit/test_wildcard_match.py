@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 
 from dicom_deid.server.catalog import wildcard_ci, wildcard_match
 
@@ -42,3 +43,20 @@ def test_backtracking_patterns_cost_no_more_than_pattern_times_value() -> None:
     value = "Mustermann-Schmidt^Maximilian Alexander^von^Dr.^Jr." * 2
     assert not wildcard_match(Counting(pattern), Counting(value))
     assert steps <= 4 * (len(pattern) + 1) * (len(value) + 1)
+
+
+def test_import_wildcards_match_by_segment_in_linear_time() -> None:
+    """``dicomStores.import`` wildcards (``*`` in a segment, ``**`` across, ``?`` one
+    character) are matched by RE2: ``*a`` x 30 + ``#`` against a 1,000-character name
+    answers at once, where the Python regex it replaced backtracked over every split."""
+    from dicom_deid.server.transfer import _pattern
+
+    assert _pattern("in/*.dcm").fullmatch("in/x.dcm")
+    assert not _pattern("in/*.dcm").fullmatch("in/a/x.dcm")
+    assert _pattern("in/**.dcm").fullmatch("in/a/b/x.dcm")
+    assert _pattern("in/?.dcm").fullmatch("in/x.dcm")
+    assert not _pattern("in/?.dcm").fullmatch("in/xy.dcm")
+    assert _pattern("a (b)+[c].dcm").fullmatch("a (b)+[c].dcm")
+    start = time.perf_counter()
+    assert not _pattern("*a" * 30 + "#").fullmatch("a" * 1000)
+    assert time.perf_counter() - start < 0.5
