@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -24,41 +25,41 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
         os.environ[FAULTS_ENV] = args.inject_errors  # read by every worker's app
     from .engine.inflate import DEFAULT_MAX_INFLATED_MB, LIMIT_ENV
-
-    if args.max_inflated_mb is not None and args.max_inflated_mb < 1:
-        print("dicom-deid serve: --max-inflated-mb must be at least 1", file=sys.stderr)
-        return 2
-    if args.max_inflated_mb is not None or LIMIT_ENV not in os.environ:
-        # Read by every worker and every de-identification process (and pydicom's reads).
-        os.environ[LIMIT_ENV] = str(args.max_inflated_mb
-                                    or max(1, min(DEFAULT_MAX_INFLATED_MB, args.max_body_mb)))
     from .engine.pixels.decode import DECODED_LIMIT_ENV
-
-    if args.max_decoded_mb is not None:
-        if args.max_decoded_mb < 1:
-            print("dicom-deid serve: --max-decoded-mb must be at least 1", file=sys.stderr)
-            return 2
-        os.environ[DECODED_LIMIT_ENV] = str(args.max_decoded_mb)  # read by every worker
+    from .server import connections
     from .server.workers import BUDGET_ENV
 
-    if args.instance_timeout_s is not None:
-        if args.instance_timeout_s <= 0:
-            print("dicom-deid serve: --instance-timeout-s must be positive", file=sys.stderr)
-            return 2
-        os.environ[BUDGET_ENV] = str(args.instance_timeout_s)  # read by every worker
-    from .server.connections import limits_env
-
-    try:  # read by every worker
-        os.environ.update(limits_env(args.header_timeout_s, args.idle_timeout_s,
-                                     args.max_connections))
-    except ValueError as exc:
-        print(f"dicom-deid serve: {exc}", file=sys.stderr)
-        return 2
+    # Limits reach every worker and every de-identification process (and pydicom's
+    # reads in them) through the environment; argparse has checked they are positive.
+    if args.max_inflated_mb is None and LIMIT_ENV not in os.environ:
+        args.max_inflated_mb = max(1, min(DEFAULT_MAX_INFLATED_MB, args.max_body_mb))
+    for env, value in ((LIMIT_ENV, args.max_inflated_mb),
+                       (DECODED_LIMIT_ENV, args.max_decoded_mb),
+                       (BUDGET_ENV, args.instance_timeout_s),
+                       (connections.HEADER_TIMEOUT_ENV, args.header_timeout_s),
+                       (connections.IDLE_TIMEOUT_ENV, args.idle_timeout_s),
+                       (connections.MAX_CONNECTIONS_ENV, args.max_connections)):
+        if value is not None:
+            os.environ[env] = str(value)
     print(f"local Cloud Healthcare API on http://{args.host}:{args.port}/v1/ "
           f"(data in {args.data_dir}, {workers} worker(s))", flush=True)
     serve.run(args.host, args.port, Path(args.data_dir), args.max_body_mb * 1024 * 1024,
               workers, args.log_level)
     return 0
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse type: a number of ``kind`` above zero (a limit of 0 would refuse all)."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be positive")
+        return value
+
+    return parse
 
 
 def _deidentify(args: argparse.Namespace) -> int:
@@ -100,25 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where stores, instances and the index live")
     serve.add_argument("--max-body-mb", type=int, default=4096,
                        help="largest request body accepted (413 above it)")
-    serve.add_argument("--max-inflated-mb", type=int, default=None,
+    serve.add_argument("--max-inflated-mb", type=_positive(int), default=None,
                        help="largest size a Deflated Explicit VR Little Endian instance may "
                             "inflate to (default: 512, or --max-body-mb if smaller): refused "
                             "at STOW and import above it, and not read if stored before")
-    serve.add_argument("--max-decoded-mb", type=int, default=None,
+    serve.add_argument("--max-decoded-mb", type=_positive(int), default=None,
                        help="largest size compressed pixel data may decode to, per request "
                             "or instance (default: 2048): rendering, transcoding and text "
                             "redaction refuse beyond it")
-    serve.add_argument("--instance-timeout-s", type=float, default=None,
+    serve.add_argument("--instance-timeout-s", type=_positive(float), default=None,
                        help="seconds one instance may take in a de-identification before "
                             "it fails alone with a reason (default: 600)")
-    serve.add_argument("--header-timeout-s", type=float, default=None,
+    serve.add_argument("--header-timeout-s", type=_positive(float), default=None,
                        help="seconds a request line and headers may take to arrive before "
                             "the connection is closed (default: 30)")
-    serve.add_argument("--idle-timeout-s", type=float, default=None,
+    serve.add_argument("--idle-timeout-s", type=_positive(float), default=None,
                        help="seconds an idle keep-alive connection is kept (default: 600, as "
                             "Google's front ends: the discovery client reuses pooled "
                             "connections without retrying)")
-    serve.add_argument("--max-connections", type=int, default=None,
+    serve.add_argument("--max-connections", type=_positive(int), default=None,
                        help="open connections per worker; a new one beyond closes the "
                             "longest idle (default: half the open-file limit, at most 1000)")
     serve.add_argument("--workers", type=int, default=0,

@@ -39,22 +39,6 @@ _TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
             b"Content-Length: 0\r\n\r\n")
 
 
-def limits_env(header_timeout_s: float | None, idle_timeout_s: float | None,
-               max_connections: int | None) -> dict[str, str]:
-    """The environment entries for the options given (None: not given); ValueError
-    names an option out of range."""
-    env = {}
-    for name, option, value in [(HEADER_TIMEOUT_ENV, "--header-timeout-s", header_timeout_s),
-                                (IDLE_TIMEOUT_ENV, "--idle-timeout-s", idle_timeout_s),
-                                (MAX_CONNECTIONS_ENV, "--max-connections", max_connections)]:
-        if value is None:
-            continue
-        if value <= 0:
-            raise ValueError(f"{option} must be positive")
-        env[name] = str(value)
-    return env
-
-
 def config_options() -> dict[str, Any]:
     """``uvicorn.Config`` keywords for the limits in the environment (else defaults)."""
     cap = connection_cap(int(os.environ.get(MAX_CONNECTIONS_ENV, 0)))
