@@ -7,7 +7,7 @@ UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := tesseract-ocr tesseract-ocr-eng dcmtk dicom3tools dcm2niix fonts-dejavu-core docker-compose chromium
 
-.PHONY: setup system-deps demo up down test lint bench bench-server bench-deid bench-text bench-image bench-pipeline bench-gcs lock clean serve
+.PHONY: setup system-deps demo up down test lint bench bench-server bench-deid bench-text bench-image bench-pipeline bench-scale bench-gcs lock clean serve
 
 setup: system-deps $(STAMP)
 
@@ -71,6 +71,12 @@ bench-image: setup
 
 bench-pipeline: setup
 	$(BIN)/python bench/pipeline_overhead.py
+
+# 2,000 then 20,000 instances through the pipeline and the direct script (about 35 min,
+# 50 GiB of disk at the peak): the README's scaling table.
+bench-scale: setup
+	$(BIN)/python bench/pipeline_overhead.py --instances 2000 --repeat 1
+	$(BIN)/python bench/pipeline_overhead.py --instances 20000 --repeat 1
 
 bench-gcs: setup
 	$(BIN)/python bench/gcs_emulators.py --objects 3000 --kb 200

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """What the Airflow pipeline costs on top of the API work it orchestrates.
 
-Reproduce with ``make bench-pipeline`` (``.venv/bin/python bench/pipeline_overhead.py``).
+Reproduce with ``make bench-pipeline`` (``.venv/bin/python bench/pipeline_overhead.py``);
+``make bench-scale`` runs the presets ``--instances 2000`` and ``--instances 20000``, the
+README's scaling table: per-instance cost, memory and disk from one size to the other.
 
 The same source store (``--ct`` synthetic CT slices in two series, ``--us`` ultrasound
 frames with burned-in text in one series) is processed twice on the local Cloud
@@ -17,11 +19,12 @@ Healthcare API server and the GCS emulator:
   fetched over DICOMweb and OCR'd), three Great Expectations gates, the manifest and
   the HTML report, and runs the deferrable operators' triggers inline.
 
-Reported: wall time of each (median of ``--repeat`` runs, each on a fresh destination),
-their ratio, where the pipeline's time goes (task durations from the run's metadata
-DB), and the peak resident memory of each process tree (sampled every 50 ms; the
-server and emulator are measured separately, as they serve both). ``airflow db
-migrate`` is done once before any clock starts.
+Reported: STOW-RS time of the source, wall time of each (median of ``--repeat`` runs,
+each on a fresh destination) and of the direct script's steps, their ratio, where the
+pipeline's time goes (task durations from the run's metadata DB; the run's log is kept
+beside the results), the peak resident memory of each process tree (sampled every
+50 ms; the server's separately while storing, under the script and under the pipeline)
+and the disk used. ``airflow db migrate`` is done once before any clock starts.
 """
 
 from __future__ import annotations
@@ -49,8 +52,8 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from googleapiclient.discovery import Resource
 
-from dicom_deid.corpus import ct_corpus
 from dicom_deid.corpus.burned_instances import burned_instance
+from dicom_deid.corpus.ct import iter_ct_corpus
 from dicom_deid.devstack import airflow_env, healthcare_client, local_stack, wait_for_operation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +62,17 @@ BUCKET = "bench-pipeline"
 BASIC = json.loads((REPO / "include" / "configs" / "deid" / "basic.json").read_text())
 #: Seconds one operation may take before the bench calls it stuck (--ct/--us scale it).
 OPERATION_TIMEOUT = 3600.0
+#: ``--instances N``: 98% CT in series of about 100 slices (two series per study, as a
+#: CT exam with two reconstructions), 2% ultrasound frames with burned-in text.
+US_SHARE = 50
+SLICES_PER_STUDY = 200
+
+
+def preset(instances: int) -> tuple[int, int, int]:
+    """(CT slices, US frames, CT studies) for a store of ``instances``."""
+    us = max(1, instances // US_SHARE)
+    ct = instances - us
+    return ct, us, max(1, ct // SLICES_PER_STUDY)
 
 
 class PeakRss:
@@ -89,8 +103,11 @@ class PeakRss:
         return self.peak
 
 
-def seed(url: str, n_ct: int, n_us: int) -> tuple[str, list[str], list[str]]:
-    """A source store; returns its name and the series paths of each route."""
+def seed(url: str, n_ct: int, n_us: int,
+         studies: int) -> tuple[str, list[str], list[str], float]:
+    """A source store; returns its name, the series paths of each route and the seconds
+    STOW-RS took (instances are generated and sent 20 at a time, so the bench's own
+    memory stays flat whatever the store's size)."""
     hc = healthcare_client(url)
     datasets = hc.projects().locations().datasets()
     datasets.create(parent=PARENT, datasetId="bench", body={}).execute()
@@ -98,21 +115,44 @@ def seed(url: str, n_ct: int, n_us: int) -> tuple[str, list[str], list[str]]:
     store = datasets.dicomStores().create(parent=dataset, dicomStoreId="source",
                                           body={}).execute()["name"]
     web = DICOMwebClient(url=f"{url}/v1/{store}/dicomWeb")
-    ct = ct_corpus(n_ct, seed=7, studies=1, series_per_study=2)
-    for start in range(0, len(ct), 20):
-        web.store_instances([pydicom.dcmread(io.BytesIO(i.data)) for i in ct[start:start + 20]])
-    us = []
+    series: set[str] = set()
+    stow = 0.0
+    batch: list[pydicom.Dataset] = []
+
+    def send() -> None:
+        nonlocal stow
+        start = time.perf_counter()
+        web.store_instances(batch)
+        stow += time.perf_counter() - start
+        batch.clear()
+
+    for n, inst in enumerate(iter_ct_corpus(n_ct, seed=7, studies=studies,
+                                            series_per_study=2), 1):
+        series.add(f"/studies/{inst.study_uid}/series/{inst.series_uid}")
+        batch.append(pydicom.dcmread(io.BytesIO(inst.data)))
+        if len(batch) == 20:
+            send()
+        if n % 2000 == 0:
+            print(f"  stored {n}/{n_ct} CT", flush=True)
+    if batch:
+        send()
+    first = None
     for k in range(n_us):
         ds = burned_instance(100 + k, photometric="RGB").dataset
-        if us:  # one series: the first frame's study and series
-            ds.StudyInstanceUID, ds.SeriesInstanceUID = (us[0].StudyInstanceUID,
-                                                         us[0].SeriesInstanceUID)
+        if first is None:
+            first = ds
+        else:  # one series: the first frame's study and series
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = (first.StudyInstanceUID,
+                                                         first.SeriesInstanceUID)
         ds.InstanceNumber = k + 1
-        us.append(ds)
-    web.store_instances(us)
-    metadata = sorted({f"/studies/{i.study_uid}/series/{i.series_uid}" for i in ct})
-    pixel = [f"/studies/{us[0].StudyInstanceUID}/series/{us[0].SeriesInstanceUID}"]
-    return store, pixel, metadata
+        batch.append(ds)
+        if len(batch) == 20:
+            send()
+    if batch:
+        send()
+    assert first is not None
+    pixel = [f"/studies/{first.StudyInstanceUID}/series/{first.SeriesInstanceUID}"]
+    return store, pixel, sorted(series), stow
 
 
 def _wait(hc: Resource, operation: dict) -> dict:
@@ -124,8 +164,9 @@ def _wait(hc: Resource, operation: dict) -> dict:
     return operation
 
 
-def direct(url: str, store: str, pixel: list[str], metadata: list[str], tag: str) -> float:
-    """The API work alone, as a script would do it; returns seconds."""
+def direct(url: str, store: str, pixel: list[str], metadata: list[str],
+           tag: str) -> tuple[float, dict[str, float]]:
+    """The API work alone, as a script would do it; returns seconds in all and by step."""
     gcs = storage.Client(project="bench", credentials=AnonymousCredentials())
     bucket = gcs.bucket(BUCKET)
     filters = {}
@@ -137,17 +178,22 @@ def direct(url: str, store: str, pixel: list[str], metadata: list[str], tag: str
     stores = hc.projects().locations().datasets().dicomStores()
     dataset = store.rsplit("/dicomStores/", 1)[0]
     start = time.perf_counter()
+    steps: dict[str, float] = {}
     dest = stores.create(parent=dataset, dicomStoreId=f"direct-{tag}", body={}).execute()["name"]
     for name in ("pixel", "metadata"):
         config = json.loads(json.dumps(BASIC))
         if name == "pixel":
             config["image"] = {"textRedactionMode": "REDACT_ALL_TEXT"}
+        began = time.perf_counter()
         _wait(hc, stores.deidentify(sourceStore=store, body={
             "destinationStore": dest, "config": config,
             "filterConfig": {"resourcePathsGcsUri": filters[name]}}).execute())
+        steps[f"deidentify_{name}"] = time.perf_counter() - began
+    began = time.perf_counter()
     _wait(hc, stores.export(name=dest, body={
         "gcsDestination": {"uriPrefix": f"gs://{BUCKET}/direct-{tag}"}}).execute())
-    return time.perf_counter() - start
+    steps["export"] = time.perf_counter() - began
+    return time.perf_counter() - start, steps
 
 
 def pipeline(env: dict, store: str, sample: int,
@@ -180,71 +226,150 @@ def task_durations(home: Path) -> dict[str, float]:
     return {t: statistics.median(v) for t, v in per.items()}
 
 
+def disk_mib(path: Path) -> float:
+    """Bytes under ``path`` as MiB (files only, as ``du --apparent-size`` counts)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--instances", type=int,
+                    help="a preset store: 98%% CT in two-series studies of 200 slices, "
+                         "2%% US frames with burned-in text (overrides --ct/--us)")
     ap.add_argument("--ct", type=int, default=60, help="CT slices (two series)")
     ap.add_argument("--us", type=int, default=10, help="ultrasound frames with burned-in text")
+    ap.add_argument("--studies", type=int, default=1, help="CT studies (two series each)")
     ap.add_argument("--sample", type=int, default=20, help="verification sample size")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "pipeline_overhead.json"))
+    ap.add_argument("--work", help="keep the stores, the Airflow DB and the reports in this "
+                    "folder, and reuse a source store seeded there by an earlier run of the "
+                    "same size (default: a temporary folder, removed at the end)")
+    ap.add_argument("--out", help="JSON results (default bench/results/"
+                                  "pipeline_overhead[_N].json)")
     args = ap.parse_args()
+    if args.instances:
+        args.ct, args.us, args.studies = preset(args.instances)
+    instances = args.ct + args.us
+    out = Path(args.out or REPO / "bench" / "results" / (
+        f"pipeline_overhead_{args.instances}.json" if args.instances
+        else "pipeline_overhead.json"))
 
-    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-        work = Path(tmp)
+    with contextlib.ExitStack() as cleanup:
+        if args.work:
+            work = Path(args.work).resolve()
+            work.mkdir(parents=True, exist_ok=True)
+        else:
+            work = Path(cleanup.enter_context(
+                tempfile.TemporaryDirectory(prefix="bench-pipeline-")))
+        seeded = work / "seeded.json"
+        size = {"ct": args.ct, "us": args.us, "studies": args.studies}
+        if seeded.exists() and json.loads(seeded.read_text())["size"] != size:
+            raise SystemExit(f"{work} holds a store of another size: use another --work")
         # local_stack sets STORAGE_EMULATOR_HOST for this process's GCS clients too.
         with local_stack(work) as stack:
             server, gcs = stack.server, stack.gcs
-            storage.Client(project="bench",
-                           credentials=AnonymousCredentials()).create_bucket(BUCKET)
-            store, pixel, metadata = seed(server.url, args.ct, args.us)
+            if seeded.exists():
+                kept = json.loads(seeded.read_text())
+                store, pixel, metadata = kept["store"], kept["pixel"], kept["metadata"]
+                stow_s, stow_rss, source_mib = kept["stow_s"], kept["stow_rss"], kept["mib"]
+                print(f"reusing the source store of {instances} instances in {work}")
+            else:
+                storage.Client(project="bench",
+                               credentials=AnonymousCredentials()).create_bucket(BUCKET)
+                print(f"storing {instances} instances ({args.ct} CT in {args.studies} "
+                      f"studies, {args.us} US)", flush=True)
+                server_rss = PeakRss(server.proc.pid)
+                store, pixel, metadata, stow_s = seed(server.url, args.ct, args.us,
+                                                      args.studies)
+                stow_rss = server_rss.stop()
+                source_mib = disk_mib(work / "healthcare")
+                seeded.write_text(json.dumps({
+                    "size": size, "store": store, "pixel": pixel, "metadata": metadata,
+                    "stow_s": stow_s, "stow_rss": stow_rss, "mib": source_mib}))
+            print(f"STOW-RS: {stow_s:.1f} s ({stow_s / instances * 1000:.1f} ms/instance), "
+                  f"server peak {stow_rss / 2**20:.0f} MiB, store {source_mib:.0f} MiB on disk",
+                  flush=True)
             env = airflow_env(work / "airflow", server.url, gcs.host)
             env["DICOM_DEID_REPORTS"] = str(work / "reports")
             env["AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT"] = "120"
             airflow = str(Path(sys.executable).with_name("airflow"))
             subprocess.run([airflow, "db", "migrate"], env=env, check=True,
                            capture_output=True)
-            server_rss = PeakRss(server.proc.pid)
-            direct_s, dag_s, dag_rss = [], [], []
+            direct_s, direct_steps, dag_s, dag_rss = [], [], [], []
+            server_direct, server_dag = 0, 0
             for i in range(args.repeat):
                 tag = f"{i}-{uuid.uuid4().hex[:4]}"
-                direct_s.append(direct(server.url, store, pixel, metadata, tag))
+                rss = PeakRss(server.proc.pid)
+                seconds, steps = direct(server.url, store, pixel, metadata, tag)
+                server_direct = max(server_direct, rss.stop())
+                direct_s.append(seconds)
+                direct_steps.append(steps)
+                rss = PeakRss(server.proc.pid)
                 seconds, peak, run = pipeline(env, store, args.sample, tag)
+                server_dag = max(server_dag, rss.stop())
+                # The run's log beside the results: trigger and task timestamps.
+                log = out.with_suffix(f".run{i + 1}.log")
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text(run.stdout)
                 if run.returncode != 0:
-                    print(run.stdout[-5000:])
-                    raise SystemExit(f"the pipeline run failed (exit {run.returncode})")
+                    failed = [line for line in run.stdout.splitlines()
+                              if "Task failed" in line or "Error" in line][-20:]
+                    print("\n".join(failed))
+                    raise SystemExit(f"the pipeline run failed (exit {run.returncode}); "
+                                     f"its log: {log}")
                 dag_s.append(seconds)
                 dag_rss.append(peak)
-                print(f"run {i + 1}: direct {direct_s[-1]:.1f} s, pipeline {seconds:.1f} s, "
-                      f"pipeline peak RSS {peak / 2**20:.0f} MiB", flush=True)
-            server_peak = server_rss.stop()
+                print(f"run {i + 1}: direct {direct_s[-1]:.1f} s "
+                      f"({', '.join(f'{k} {v:.1f}' for k, v in steps.items())}), "
+                      f"pipeline {seconds:.1f} s, pipeline peak RSS {peak / 2**20:.0f} MiB",
+                      flush=True)
             tasks = task_durations(work / "airflow")
+            disk = {"server_mib": disk_mib(work / "healthcare"),
+                    "gcs_mib": disk_mib(work / "gcs"),
+                    "airflow_mib": disk_mib(work / "airflow"),
+                    "source_store_mib": source_mib}
 
-    instances = args.ct + args.us
     d, p = statistics.median(direct_s), statistics.median(dag_s)
+    steps_median = {k: statistics.median(s[k] for s in direct_steps) for k in direct_steps[0]}
     result = {
-        "instances": {"ct": args.ct, "us": args.us}, "sample": args.sample,
-        "repeat": args.repeat, "cpus": os.cpu_count(),
+        "instances": {"ct": args.ct, "us": args.us, "ct_studies": args.studies},
+        "sample": args.sample, "repeat": args.repeat, "cpus": os.cpu_count(),
+        "stow_s": stow_s, "stow_ms_per_instance": stow_s / instances * 1000,
         "direct_s": direct_s, "pipeline_s": dag_s, "direct_median_s": d,
         "pipeline_median_s": p, "ratio": p / d,
+        "direct_ms_per_instance": d / instances * 1000,
+        "pipeline_ms_per_instance": p / instances * 1000,
+        "direct_step_median_s": steps_median,
         "pipeline_peak_rss_mib": max(dag_rss) / 2**20,
-        "server_peak_rss_mib": server_peak / 2**20, "task_median_s": tasks,
+        "server_peak_rss_mib": {"stow": stow_rss / 2**20, "direct": server_direct / 2**20,
+                                "pipeline": server_dag / 2**20},
+        "disk_mib": disk, "task_median_s": tasks,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"\n{instances} instances ({args.ct} CT, {args.us} US with burned-in text), "
-          f"sample {args.sample}, median of {args.repeat}, {os.cpu_count()} CPUs\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\n{instances} instances ({args.ct} CT in {args.studies} studies, {args.us} US "
+          f"with burned-in text), sample {args.sample}, median of {args.repeat}, "
+          f"{os.cpu_count()} CPUs\n")
     print("| | wall time | per instance | peak RSS |")
     print("| --- | ---: | ---: | ---: |")
-    print(f"| direct API script (peer) | {d:.1f} s | {d / instances * 1000:.0f} ms | "
-          f"server {server_peak / 2**20:.0f} MiB (both) |")
-    print(f"| `airflow dags test dicom_deidentify` | {p:.1f} s ({p / d:.1f}x) | "
-          f"{p / instances * 1000:.0f} ms | Airflow {max(dag_rss) / 2**20:.0f} MiB |")
+    print(f"| STOW-RS, 20 per request | {stow_s:.1f} s | {stow_s / instances * 1000:.1f} ms | "
+          f"server {stow_rss / 2**20:.0f} MiB |")
+    print(f"| direct API script (peer) | {d:.1f} s | {d / instances * 1000:.1f} ms | "
+          f"server {server_direct / 2**20:.0f} MiB |")
+    print(f"| `airflow dags test dicom_deidentify` | {p:.1f} s ({p / d:.2f}x) | "
+          f"{p / instances * 1000:.1f} ms | Airflow {max(dag_rss) / 2**20:.0f} MiB, "
+          f"server {server_dag / 2**20:.0f} MiB |")
+    print(f"\ndisk: source store {source_mib:.0f} MiB; at the end server "
+          f"{disk['server_mib']:.0f} MiB, Cloud Storage {disk['gcs_mib']:.0f} MiB, "
+          f"Airflow {disk['airflow_mib']:.0f} MiB")
+    print("\ndirect script by step (median): " + ", ".join(
+        f"{k} {v:.1f} s" for k, v in steps_median.items()))
     print("\nwhere the pipeline's time goes (median task duration):\n")
     print("| task | seconds |")
     print("| --- | ---: |")
     for task, seconds in sorted(tasks.items(), key=lambda kv: -kv[1]):
         print(f"| {task} | {seconds:.1f} |")
-    print(f"\nwritten to {args.out}")
+    print(f"\nwritten to {out}")
     return 0
 
 

@@ -38,6 +38,7 @@ from dicomweb_client.api import DICOMwebClient
 from google.cloud import storage
 
 from dicom_deid.gcs import parse_gs_uri
+from dicom_deid_airflow.qido import search_pages
 
 __all__ = ["MANIFEST_COLUMNS", "ManifestResult", "build_manifest", "list_exported_objects"]
 
@@ -49,7 +50,6 @@ _OBJECT = re.compile(
     r"(?:\.(?P<ext>dcm|png|jpg)|/(?P<frame>[0-9]+)\.(?P<fext>png|jpg))"
 )
 _MANIFEST_NAMES = ("manifest.parquet", "manifest.csv")
-_QIDO_PAGE = 1000
 
 # QIDO keywords the manifest is built from, and their tags in the DICOM JSON model.
 _TAGS = {
@@ -115,22 +115,25 @@ def list_exported_objects(gcs: storage.Client, uri_prefix: str) -> pd.DataFrame:
     bucket, prefix = location.bucket, location.name
     lead = f"{prefix}/" if prefix else ""
     skip = {lead + name for name in _MANIFEST_NAMES}
-    records = []
-    for blob in gcs.list_blobs(bucket, prefix=lead or None):
+    columns: dict[str, list] = {k: [] for k in ("name", "size", "study", "series",
+                                                "instance", "frame", "uri")}
+    # Only the name and size are kept of each object (a Blob holds all its metadata),
+    # column by column. Cloud Storage answers 1,000 objects a page; fake-gcs-server
+    # answers all of them in one (about 120 MiB of JSON at 20,000 objects), and asking
+    # it for pages makes it list everything again for each one.
+    for blob in gcs.list_blobs(bucket, prefix=lead or None,
+                               fields="items(name,size),nextPageToken"):
         if blob.name in skip or blob.name.endswith("/"):
             continue
         m = _OBJECT.fullmatch(blob.name[len(lead):])
-        records.append({
-            "name": blob.name,
-            "size": int(blob.size or 0),
-            "study": m["study"] if m else None,
-            "series": m["series"] if m else None,
-            "instance": m["instance"] if m else None,
-            "frame": int(m["frame"]) if m and m["frame"] else None,
-            "uri": f"gs://{bucket}/{blob.name}",
-        })
-    frame = pd.DataFrame.from_records(
-        records, columns=["name", "size", "study", "series", "instance", "frame", "uri"])
+        columns["name"].append(blob.name)
+        columns["size"].append(int(blob.size or 0))
+        columns["study"].append(m["study"] if m else None)
+        columns["series"].append(m["series"] if m else None)
+        columns["instance"].append(m["instance"] if m else None)
+        columns["frame"].append(int(m["frame"]) if m and m["frame"] else None)
+        columns["uri"].append(f"gs://{bucket}/{blob.name}")
+    frame = pd.DataFrame(columns)
     frame["size"] = frame["size"].astype("int64")
     frame["frame"] = frame["frame"].astype("Int64")
     return frame.sort_values("name", ignore_index=True)
@@ -165,45 +168,50 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _metadata(destination: DICOMwebClient) -> dict[str, dict[str, Any]]:
-    """Clinical attributes of every destination instance, by SOP Instance UID."""
-    rows = destination.search_for_instances(fields=list(_FIELDS), limit=_QIDO_PAGE,
-                                            get_remaining=True)
-    out = {}
-    for item in rows:
-        sop = _first(item, "SOPInstanceUID")
-        if not sop:
-            continue
-        spacing = ((item.get(_TAGS["PixelSpacing"]) or {}).get("Value") or [None, None])
-        spacing = [*spacing, None, None][:2]
-        out[str(sop)] = {
-            "study_uid": _first(item, "StudyInstanceUID"),
-            "series_uid": _first(item, "SeriesInstanceUID"),
-            "modality": _first(item, "Modality"),
-            "body_part_examined": _first(item, "BodyPartExamined"),
-            "rows": _int(_first(item, "Rows")),
-            "columns": _int(_first(item, "Columns")),
-            "pixel_spacing_row_mm": _float(spacing[0]),
-            "pixel_spacing_column_mm": _float(spacing[1]),
-            "slice_thickness_mm": _float(_first(item, "SliceThickness")),
-            "study_date": _date(_first(item, "StudyDate")),
-            "series_date": _date(_first(item, "SeriesDate")),
-        }
+#: The manifest's columns that come from the store, in the order of ``_metadata``'s tuples.
+_META_COLUMNS = ("study_uid", "series_uid", "modality", "body_part_examined", "rows",
+                 "columns", "pixel_spacing_row_mm", "pixel_spacing_column_mm",
+                 "slice_thickness_mm", "study_date", "series_date")
+
+
+def _metadata(destination: DICOMwebClient) -> dict[str, tuple]:
+    """Clinical attributes of every destination instance, by SOP Instance UID, as
+    tuples in :data:`_META_COLUMNS` order (a page of search results at a time: a row
+    of the manifest is a few hundred bytes, its DICOM JSON a few KiB)."""
+    out: dict[str, tuple] = {}
+    for page in search_pages(destination.search_for_instances, fields=list(_FIELDS)):
+        for item in page:
+            sop = _first(item, "SOPInstanceUID")
+            if not sop:
+                continue
+            spacing = ((item.get(_TAGS["PixelSpacing"]) or {}).get("Value") or [None, None])
+            spacing = [*spacing, None, None][:2]
+            out[str(sop)] = (
+                _first(item, "StudyInstanceUID"), _first(item, "SeriesInstanceUID"),
+                _first(item, "Modality"), _first(item, "BodyPartExamined"),
+                _int(_first(item, "Rows")), _int(_first(item, "Columns")),
+                _float(spacing[0]), _float(spacing[1]),
+                _float(_first(item, "SliceThickness")),
+                _date(_first(item, "StudyDate")), _date(_first(item, "SeriesDate")),
+            )
     return out
 
 
-def _manifest_table(objects: pd.DataFrame, meta: dict[str, dict[str, Any]]) -> pa.Table:
-    records = []
+def _manifest_table(objects: pd.DataFrame, meta: dict[str, tuple]) -> pa.Table:
+    """One row per object, built column by column (no dict per row)."""
+    columns: dict[str, list] = {name: [] for name in MANIFEST_COLUMNS}
+    empty = (None,) * len(_META_COLUMNS)
     for obj in objects.itertuples(index=False):
         found = meta.get(obj.instance) if isinstance(obj.instance, str) else None
-        row: dict[str, Any] = dict.fromkeys(MANIFEST_COLUMNS)
-        row.update(uri=obj.uri, size=int(obj.size),
-                   frame=None if pd.isna(obj.frame) else int(obj.frame),
-                   study_uid=obj.study, series_uid=obj.series, sop_uid=obj.instance)
-        if found:
-            row.update(found)
-        records.append(row)
-    return pa.Table.from_pylist(records, schema=_SCHEMA)
+        columns["uri"].append(obj.uri)
+        columns["size"].append(int(obj.size))
+        columns["frame"].append(None if pd.isna(obj.frame) else int(obj.frame))
+        columns["sop_uid"].append(obj.instance)
+        for name, value in zip(_META_COLUMNS, found or empty, strict=True):
+            columns[name].append(value)
+        if not found:  # the UIDs parsed from the object's name
+            columns["study_uid"][-1], columns["series_uid"][-1] = obj.study, obj.series
+    return pa.Table.from_pydict(columns, schema=_SCHEMA)
 
 
 def build_manifest(destination: DICOMwebClient, gcs: storage.Client, uri_prefix: str, *,

@@ -183,6 +183,57 @@ def test_twins_are_told_apart_by_pixel_hash(corpus: Corpus, hc, dataset: str,
     assert table["pixels_clean"].isna().all()  # not requested, not evaluated
 
 
+def _protocol_twins(n: int, *, tube_current: bool) -> list[bytes]:
+    """``n`` instances of one slice position in ``n`` series, as one CT protocol run on
+    ``n`` patients: alike in every indexed matching attribute, different pixels, and (if
+    ``tube_current``) each with its own X-Ray Tube Current, as dose modulation gives."""
+    out = []
+    for k in range(n):
+        ds = dcmread(get_testdata_file("CT_small.dcm"))
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        if tube_current:
+            ds.XRayTubeCurrent = 100 + k
+        pixels = bytearray(ds.PixelData)
+        pixels[0:2] = k.to_bytes(2, "little")
+        ds.PixelData = bytes(pixels)
+        out.append(to_bytes(ds))
+    return out
+
+
+def test_protocol_twins_past_the_candidate_cap_are_paired(corpus: Corpus, hc, dataset: str,
+                                                          tmp_path: Path) -> None:
+    """40 series of one protocol tie on every indexed matching attribute, more than the
+    32 candidates the verifier retrieves: the kept acquisition parameters (here the tube
+    current) narrow each tie to its own source instead of an 'ambiguous' failure. At
+    20,000 instances of the pipeline bench every CT slice tied with 97 others."""
+    source = new_store(hc, dataset, "vq-protocol")
+    assert stow_raw(f"{corpus.server_url}/v1/{source}/dicomWeb",
+                    _protocol_twins(40, tube_current=True)).status_code == 200
+    dest = deidentify(hc, dataset, source, CONFIGS["metadata_only"], "vq-protocol-d")
+    result = verify(corpus, dest, tmp_path / "v", source=source, pixel_redaction=False,
+                    size=8)
+    assert (result.sampled, result.passed, result.unmatched) == (8, 8, 0), \
+        result.check_failures
+    assert set(read_verification_table(result.table_path)["match"]) == {"metadata"}
+
+
+def test_ties_nothing_narrows_stay_unmatched(corpus: Corpus, hc, dataset: str,
+                                             tmp_path: Path) -> None:
+    """The same 40 series with one tube current: nothing but the pixels tells them apart
+    and the verifier will not retrieve 40 candidates for one pair, so each sampled pair
+    is unmatched and says why (the gate fails on it), never passed on a guess."""
+    source = new_store(hc, dataset, "vq-identical")
+    assert stow_raw(f"{corpus.server_url}/v1/{source}/dicomWeb",
+                    _protocol_twins(40, tube_current=False)).status_code == 200
+    dest = deidentify(hc, dataset, source, CONFIGS["metadata_only"], "vq-identical-d")
+    result = verify(corpus, dest, tmp_path / "v", source=source, pixel_redaction=False,
+                    size=3)
+    assert (result.sampled, result.passed, result.unmatched) == (3, 0, 3)
+    assert set(read_verification_table(result.table_path)["match"]) == {
+        "ambiguous:40_candidates"}
+
+
 def test_store_errors_name_no_uid(corpus: Corpus, tmp_path: Path) -> None:
     missing = corpus.source.rsplit("/", 1)[0] + "/no-such-store"
     with pytest.raises(VerificationError) as info:
@@ -206,3 +257,25 @@ def test_pixel_check_follows_modality_routing(corpus: Corpus, tmp_path: Path) ->
     assert not rows["burned"]["pixels_clean"]
     assert all(rows[r]["pixels_clean"] is pd.NA for r in rows if r != "burned")
     assert result.check_failures["pixels_clean"] == 1
+
+
+def test_search_pages_walks_every_page_once(corpus: Corpus) -> None:
+    """The paging that verify and the manifest read stores with: pages of 2 against the
+    real server cover every instance once, then stop at the first empty page."""
+    from dicom_deid_airflow.qido import search_pages
+
+    client = corpus.client(corpus.source)
+    calls: list[int] = []
+
+    def search(**kwargs):  # noqa: ANN003, ANN202
+        calls.append(kwargs["offset"])
+        return client.search_for_instances(**kwargs)
+
+    pages = list(search_pages(search, page=2))
+    whole = client.search_for_instances()
+    sops = [r["00080018"]["Value"][0] for page in pages for r in page]
+    assert sorted(sops) == sorted(r["00080018"]["Value"][0] for r in whole)
+    assert len(sops) == len(set(sops)) and len(whole) > 2
+    assert all(len(page) <= 2 for page in pages)
+    offsets = [sum(len(p) for p in pages[:k]) for k in range(len(pages) + 1)]
+    assert calls == offsets  # each page asked from where the last one ended

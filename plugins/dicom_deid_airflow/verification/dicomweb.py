@@ -21,13 +21,12 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from dicom_deid_airflow.hooks.healthcare import HealthcareApiError
+from dicom_deid_airflow.qido import QIDO_PAGE, search_pages
 
 from .errors import VerificationError
 
 __all__ = ["QIDO_PAGE", "Ref", "call", "json_tag", "json_value", "list_instances",
            "quiet_logs", "retrieve"]
-
-QIDO_PAGE = 1000  # results asked for per QIDO-RS request
 
 _T = TypeVar("_T")
 
@@ -93,15 +92,18 @@ class Ref:
 def list_instances(client: DICOMwebClient, what: str) -> list[Ref]:
     """Every instance of a store (UIDs only), sorted so the sample does not depend on
     the order the server returns them in."""
-    rows = call(f"search of {what} instances", client.search_for_instances,
-                limit=QIDO_PAGE, get_remaining=True)
-    refs = {
-        Ref(json_value(r, "0020000D")[0], json_value(r, "0020000E")[0],
-            json_value(r, "00080018")[0])
-        for r in rows
-        if json_value(r, "0020000D") and json_value(r, "0020000E")
-        and json_value(r, "00080018")
-    }
+    def search(**kwargs: Any) -> list[dict]:
+        return call(f"search of {what} instances", client.search_for_instances, **kwargs)
+
+    refs: set[Ref] = set()
+    for rows in search_pages(search, fields=["StudyInstanceUID", "SeriesInstanceUID",
+                                             "SOPInstanceUID"]):
+        refs.update(
+            Ref(json_value(r, "0020000D")[0], json_value(r, "0020000E")[0],
+                json_value(r, "00080018")[0])
+            for r in rows
+            if json_value(r, "0020000D") and json_value(r, "0020000E")
+            and json_value(r, "00080018"))
     return sorted(refs, key=lambda r: (r.study, r.series, r.sop))
 
 

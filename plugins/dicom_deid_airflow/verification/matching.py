@@ -26,6 +26,19 @@ _MATCH_ATTRIBUTES = (
     "SOPClassUID", "Rows", "Columns", "NumberOfFrames", "InstanceNumber", "SeriesNumber",
     "AcquisitionNumber", "ImagePositionPatient", "SliceLocation",
 )
+# Acquisition and display parameters that no confidentiality profile removes (none is
+# in PS3.15's table) and that differ between acquisitions with the same geometry: the
+# same protocol run on many patients, or a daily phantom scan, gives series whose slices
+# agree on every attribute above. They only narrow a tie (a candidate whose value is
+# missing from the search result is kept), so a server that does not return one, or a
+# profile that changes one, leaves matching as it was.
+_NARROWING = (
+    "KVP", "XRayTubeCurrent", "ExposureTime", "Exposure", "CTDIvol", "TableHeight",
+    "DataCollectionDiameter", "ReconstructionDiameter", "ImageOrientationPatient",
+    "SliceThickness", "SpacingBetweenSlices", "PixelSpacing", "WindowCenter",
+    "WindowWidth", "RescaleIntercept", "RescaleSlope", "EchoTime", "RepetitionTime",
+    "InversionTime", "FlipAngle", "TriggerTime",
+)
 _PIXEL_DATA = 0x7FE00010
 _MAX_CANDIDATES = 32  # source instances retrieved to break a tie by pixel hash
 # Without an exact pixel match (redacted pixels), the candidate with at least this
@@ -54,6 +67,20 @@ def _match_key_of_json(item: dict) -> tuple:
     return tuple(key)
 
 
+def _narrow(items: list[dict], dest: Dataset) -> list[dict]:
+    """The tied candidates whose acquisition parameters do not contradict the
+    destination's; all of them if none is left (the pixels then decide, as before)."""
+    kept = items
+    for keyword in _NARROWING:
+        want = ds_value(dest, keyword)
+        if not want or len(kept) == 1:
+            continue
+        tag = json_tag(keyword)
+        kept = [item for item in kept
+                if not (have := norm(json_value(item, tag))) or have == want]
+    return kept or items
+
+
 def _pixel_sha256(ds: Dataset) -> str | None:
     elem = ds.get_item(_PIXEL_DATA)
     if elem is None or elem.value is None:
@@ -62,11 +89,30 @@ def _pixel_sha256(ds: Dataset) -> str | None:
 
 
 class SourceIndex:
-    """Source candidates of a destination instance, searched once per (class, number)."""
+    """Source candidates of a destination instance, searched once per (class, number).
+
+    The search asks for the indexed matching attributes only; the acquisition
+    parameters that narrow a tie are asked for in a second search, made only when a tie
+    occurs (a server may read every file of the result to answer it)."""
 
     def __init__(self, source: DICOMwebClient) -> None:
         self.source = source
         self._cache: dict[tuple, list[dict]] = {}
+        self._detailed: dict[tuple, dict[str, dict]] = {}
+
+    def _search(self, filters: dict, fields: list[str]) -> list[dict]:
+        return call("search of source instances", self.source.search_for_instances,
+                    search_filters=filters, fields=fields, limit=QIDO_PAGE,
+                    get_remaining=True)
+
+    def _details(self, key: tuple, filters: dict) -> dict[str, dict]:
+        """The narrowing parameters of the candidates under ``key``, by SOP UID."""
+        if key not in self._detailed:
+            rows = self._search(filters, [k for k in _MATCH_ATTRIBUTES + _NARROWING
+                                          if k != "SOPClassUID"])
+            self._detailed[key] = {json_value(r, "00080018")[0]: r for r in rows
+                                   if json_value(r, "00080018")}
+        return self._detailed[key]
 
     def candidates(self, dest: Dataset) -> list[Ref]:
         """The source instances whose matching attributes equal the destination's."""
@@ -77,19 +123,25 @@ class SourceIndex:
             filters["InstanceNumber"] = int(number[0])
         cache_key = tuple(sorted((k, str(v)) for k, v in filters.items()))
         if cache_key not in self._cache:
-            fields = [k for k in _MATCH_ATTRIBUTES if k not in ("SOPClassUID",)]
-            self._cache[cache_key] = call(
-                "search of source instances", self.source.search_for_instances,
-                search_filters=filters, fields=fields, limit=QIDO_PAGE, get_remaining=True)
+            self._cache[cache_key] = self._search(
+                filters, [k for k in _MATCH_ATTRIBUTES if k != "SOPClassUID"])
         want = _match_key_of_dataset(dest)
+        tied = [item for item in self._cache[cache_key] if _match_key_of_json(item) == want]
+        if len(tied) > 1:
+            details = self._details(cache_key, filters)
+            tied = _narrow([details.get(_sop(item), item) for item in tied], dest)
         out = []
-        for item in self._cache[cache_key]:
-            if _match_key_of_json(item) == want:
-                study, series, sop = (json_value(item, t) for t in ("0020000D", "0020000E",
-                                                                    "00080018"))
-                if study and series and sop:
-                    out.append(Ref(study[0], series[0], sop[0]))
+        for item in tied:
+            study, series, sop = (json_value(item, t) for t in ("0020000D", "0020000E",
+                                                                "00080018"))
+            if study and series and sop:
+                out.append(Ref(study[0], series[0], sop[0]))
         return sorted(set(out), key=lambda r: (r.study, r.series, r.sop))
+
+
+def _sop(item: dict) -> str | None:
+    value = json_value(item, "00080018")
+    return value[0] if value else None
 
 
 def _pixels(ds: Dataset) -> np.ndarray | None:
