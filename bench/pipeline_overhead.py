@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import io
 import json
 import os
@@ -226,6 +227,18 @@ def task_durations(home: Path) -> dict[str, float]:
     return {t: statistics.median(v) for t, v in per.items()}
 
 
+def sampled_modalities(reports: Path) -> dict[str, int]:
+    """Modalities of the verification samples of the runs under ``reports``: a sample
+    with ultrasound frames loads the OCR engine into Airflow's process (several hundred
+    MiB), so Airflow's peak memory depends on the draw as much as on the store."""
+    counts: dict[str, int] = {}
+    for table in sorted(reports.rglob("verification.csv")):
+        with table.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                counts[row["modality"]] = counts.get(row["modality"], 0) + 1
+    return counts
+
+
 def disk_mib(path: Path) -> float:
     """Bytes under ``path`` as MiB (files only, as ``du --apparent-size`` counts)."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
@@ -324,6 +337,7 @@ def main() -> int:
                       f"pipeline {seconds:.1f} s, pipeline peak RSS {peak / 2**20:.0f} MiB",
                       flush=True)
             tasks = task_durations(work / "airflow")
+            sampled = sampled_modalities(work / "reports")
             disk = {"server_mib": disk_mib(work / "healthcare"),
                     "gcs_mib": disk_mib(work / "gcs"),
                     "airflow_mib": disk_mib(work / "airflow"),
@@ -343,7 +357,7 @@ def main() -> int:
         "pipeline_peak_rss_mib": max(dag_rss) / 2**20,
         "server_peak_rss_mib": {"stow": stow_rss / 2**20, "direct": server_direct / 2**20,
                                 "pipeline": server_dag / 2**20},
-        "disk_mib": disk, "task_median_s": tasks,
+        "disk_mib": disk, "task_median_s": tasks, "sampled_modalities": sampled,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
@@ -362,6 +376,9 @@ def main() -> int:
     print(f"\ndisk: source store {source_mib:.0f} MiB; at the end server "
           f"{disk['server_mib']:.0f} MiB, Cloud Storage {disk['gcs_mib']:.0f} MiB, "
           f"Airflow {disk['airflow_mib']:.0f} MiB")
+    print("verification samples (all runs): " + ", ".join(
+        f"{n} {m}" for m, n in sorted(sampled.items())) + " (US frames are OCR'd in "
+        "Airflow's process)")
     print("\ndirect script by step (median): " + ", ".join(
         f"{k} {v:.1f} s" for k, v in steps_median.items()))
     print("\nwhere the pipeline's time goes (median task duration):\n")

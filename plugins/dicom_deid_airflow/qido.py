@@ -1,8 +1,8 @@
 """QIDO-RS results a page at a time.
 
 dicomweb-client's ``get_remaining=True`` keeps every page's DICOM JSON until the last
-one has arrived: at 20,000 instances the manifest's search held about 270 MiB of dicts
-that the caller turned into a few MiB of rows. Here each page is handed over and
+one has arrived: at 20,000 instances the manifest's search held hundreds of MiB of
+dicts that the caller turned into a few MiB of rows. Here each page is handed over and
 dropped before the next is asked for, so a caller that keeps what it needs keeps
 memory to one page plus its own rows, whatever the store's size.
 """
