@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import csv
 import io
+import itertools
 import json
 import os
 import sqlite3
@@ -43,6 +44,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -118,41 +120,33 @@ def seed(url: str, n_ct: int, n_us: int,
     web = DICOMwebClient(url=f"{url}/v1/{store}/dicomWeb")
     series: set[str] = set()
     stow = 0.0
-    batch: list[pydicom.Dataset] = []
+    first: list[pydicom.Dataset] = []
 
-    def send() -> None:
-        nonlocal stow
-        start = time.perf_counter()
-        web.store_instances(batch)
-        stow += time.perf_counter() - start
-        batch.clear()
+    def ct() -> Iterator[pydicom.Dataset]:
+        for n, inst in enumerate(iter_ct_corpus(n_ct, seed=7, studies=studies,
+                                                series_per_study=2), 1):
+            series.add(f"/studies/{inst.study_uid}/series/{inst.series_uid}")
+            yield pydicom.dcmread(io.BytesIO(inst.data))
+            if n % 2000 == 0:
+                print(f"  stored {n}/{n_ct} CT", flush=True)
 
-    for n, inst in enumerate(iter_ct_corpus(n_ct, seed=7, studies=studies,
-                                            series_per_study=2), 1):
-        series.add(f"/studies/{inst.study_uid}/series/{inst.series_uid}")
-        batch.append(pydicom.dcmread(io.BytesIO(inst.data)))
-        if len(batch) == 20:
-            send()
-        if n % 2000 == 0:
-            print(f"  stored {n}/{n_ct} CT", flush=True)
-    if batch:
-        send()
-    first = None
-    for k in range(n_us):
-        ds = burned_instance(100 + k, photometric="RGB").dataset
-        if first is None:
-            first = ds
-        else:  # one series: the first frame's study and series
-            ds.StudyInstanceUID, ds.SeriesInstanceUID = (first.StudyInstanceUID,
-                                                         first.SeriesInstanceUID)
-        ds.InstanceNumber = k + 1
-        batch.append(ds)
-        if len(batch) == 20:
-            send()
-    if batch:
-        send()
-    assert first is not None
-    pixel = [f"/studies/{first.StudyInstanceUID}/series/{first.SeriesInstanceUID}"]
+    def us() -> Iterator[pydicom.Dataset]:
+        for k in range(n_us):
+            ds = burned_instance(100 + k, photometric="RGB").dataset
+            if first:  # one series: the first frame's study and series
+                ds.StudyInstanceUID, ds.SeriesInstanceUID = (first[0].StudyInstanceUID,
+                                                             first[0].SeriesInstanceUID)
+            else:
+                first.append(ds)
+            ds.InstanceNumber = k + 1
+            yield ds
+
+    for instances in (ct(), us()):
+        while batch := list(itertools.islice(instances, 20)):
+            start = time.perf_counter()
+            web.store_instances(batch)
+            stow += time.perf_counter() - start
+    pixel = [f"/studies/{first[0].StudyInstanceUID}/series/{first[0].SeriesInstanceUID}"]
     return store, pixel, sorted(series), stow
 
 

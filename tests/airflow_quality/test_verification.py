@@ -201,18 +201,25 @@ def _protocol_twins(n: int, *, tube_current: bool) -> list[bytes]:
     return out
 
 
+def _verify_protocol_twins(corpus: Corpus, hc, dataset: str, tmp_path: Path,  # noqa: ANN001
+                           name: str, *, tube_current: bool, size: int):  # noqa: ANN202
+    """40 protocol twins stored, de-identified metadata-only and verified."""
+    source = new_store(hc, dataset, name)
+    assert stow_raw(f"{corpus.server_url}/v1/{source}/dicomWeb",
+                    _protocol_twins(40, tube_current=tube_current)).status_code == 200
+    dest = deidentify(hc, dataset, source, CONFIGS["metadata_only"], f"{name}-d")
+    return verify(corpus, dest, tmp_path / "v", source=source, pixel_redaction=False,
+                  size=size)
+
+
 def test_protocol_twins_past_the_candidate_cap_are_paired(corpus: Corpus, hc, dataset: str,
                                                           tmp_path: Path) -> None:
     """40 series of one protocol tie on every indexed matching attribute, more than the
     32 candidates the verifier retrieves: the kept acquisition parameters (here the tube
     current) narrow each tie to its own source instead of an 'ambiguous' failure. At
     20,000 instances of the pipeline bench every CT slice tied with 97 others."""
-    source = new_store(hc, dataset, "vq-protocol")
-    assert stow_raw(f"{corpus.server_url}/v1/{source}/dicomWeb",
-                    _protocol_twins(40, tube_current=True)).status_code == 200
-    dest = deidentify(hc, dataset, source, CONFIGS["metadata_only"], "vq-protocol-d")
-    result = verify(corpus, dest, tmp_path / "v", source=source, pixel_redaction=False,
-                    size=8)
+    result = _verify_protocol_twins(corpus, hc, dataset, tmp_path, "vq-protocol",
+                                    tube_current=True, size=8)
     assert (result.sampled, result.passed, result.unmatched) == (8, 8, 0), \
         result.check_failures
     assert set(read_verification_table(result.table_path)["match"]) == {"metadata"}
@@ -223,12 +230,8 @@ def test_ties_nothing_narrows_stay_unmatched(corpus: Corpus, hc, dataset: str,
     """The same 40 series with one tube current: nothing but the pixels tells them apart
     and the verifier will not retrieve 40 candidates for one pair, so each sampled pair
     is unmatched and says why (the gate fails on it), never passed on a guess."""
-    source = new_store(hc, dataset, "vq-identical")
-    assert stow_raw(f"{corpus.server_url}/v1/{source}/dicomWeb",
-                    _protocol_twins(40, tube_current=False)).status_code == 200
-    dest = deidentify(hc, dataset, source, CONFIGS["metadata_only"], "vq-identical-d")
-    result = verify(corpus, dest, tmp_path / "v", source=source, pixel_redaction=False,
-                    size=3)
+    result = _verify_protocol_twins(corpus, hc, dataset, tmp_path, "vq-identical",
+                                    tube_current=False, size=3)
     assert (result.sampled, result.passed, result.unmatched) == (3, 0, 3)
     assert set(read_verification_table(result.table_path)["match"]) == {
         "ambiguous:40_candidates"}

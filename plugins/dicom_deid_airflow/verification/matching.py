@@ -14,7 +14,9 @@ import numpy as np
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 
-from .dicomweb import QIDO_PAGE, Ref, call, json_tag, json_value, retrieve
+from dicom_deid_airflow.qido import search_pages
+
+from .dicomweb import Ref, call, json_tag, json_value, retrieve
 from .values import ds_value, norm
 
 __all__ = ["SourceIndex", "match"]
@@ -101,17 +103,19 @@ class SourceIndex:
         self._detailed: dict[tuple, dict[str, dict]] = {}
 
     def _search(self, filters: dict, fields: list[str]) -> list[dict]:
-        return call("search of source instances", self.source.search_for_instances,
-                    search_filters=filters, fields=fields, limit=QIDO_PAGE,
-                    get_remaining=True)
+        def search(**kwargs: object) -> list[dict]:
+            return call("search of source instances", self.source.search_for_instances,
+                        **kwargs)
+
+        return [row for page in search_pages(search, search_filters=filters, fields=fields)
+                for row in page]
 
     def _details(self, key: tuple, filters: dict) -> dict[str, dict]:
         """The narrowing parameters of the candidates under ``key``, by SOP UID."""
         if key not in self._detailed:
             rows = self._search(filters, [k for k in _MATCH_ATTRIBUTES + _NARROWING
                                           if k != "SOPClassUID"])
-            self._detailed[key] = {json_value(r, "00080018")[0]: r for r in rows
-                                   if json_value(r, "00080018")}
+            self._detailed[key] = {sop: r for r in rows if (sop := _sop(r))}
         return self._detailed[key]
 
     def candidates(self, dest: Dataset) -> list[Ref]:
