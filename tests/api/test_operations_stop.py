@@ -215,6 +215,43 @@ def test_an_instance_over_its_time_budget_fails_alone() -> None:
     assert reasons[1] and "per-instance limit of 1 s" in reasons[1]
 
 
+#: A module written the way OpenCV's loader is (``cv2/__init__.py``): a flag on ``sys``
+#: guards against recursion, so an import stopped half-way leaves the flag set and every
+#: later import in that process fails with "recursion is detected".
+_FRAGILE_MODULE = """
+import sys, time
+if getattr(sys, "FRAGILE_LOADER", False):
+    raise ImportError("recursion is detected during loading")
+sys.FRAGILE_LOADER = True
+time.sleep(0.3)
+del sys.FRAGILE_LOADER
+"""
+
+
+def _import_then_sleep(call: tuple[str, float]) -> str | None:
+    import importlib
+    import sys
+
+    folder, seconds = call
+    sys.path.insert(0, folder)
+    importlib.import_module("fragile_loader")
+    time.sleep(seconds)
+    return None
+
+
+def test_the_budget_never_stops_an_import_half_way(tmp_path: Path) -> None:
+    """A budget that runs out inside an import stops the instance once the import is
+    done: the next instance of the same worker finds the module whole. CI saw the
+    instance after a stopped one fail as ``pixel decode failed ... ImportError``: the
+    stop had landed inside ``import cv2``."""
+    (tmp_path / "fragile_loader.py").write_text(_FRAGILE_MODULE)
+    with workers.Pool(budget_s=0.05, processes=1) as pool:
+        reasons = pool.map(_import_then_sleep, [(str(tmp_path), 1.0), (str(tmp_path), 0.0)],
+                           check=lambda: None)
+    assert reasons[0] and "per-instance limit of 0.05 s" in reasons[0]
+    assert reasons[1] is None
+
+
 def test_a_check_that_raises_kills_the_pool_at_once() -> None:
     """``map``'s check raising (cancel, shutdown) kills the busy processes."""
     stop_at = time.monotonic() + 1.0

@@ -7,7 +7,11 @@ things the standard pool does not do, each of which an audit caught missing:
 - the processes die with the server: ``kill -9`` of it left them running, reparented
   to init (``lifeline.die_with`` in each, first thing);
 - an instance gets a time budget: past it the worker stops that instance (SIGALRM,
-  raised where Python code runs) and the instance fails alone with a reason;
+  raised where Python code runs) and the instance fails alone with a reason. Never in
+  the middle of an import, though: a module stopped half-way stays broken for every
+  later instance of that worker (OpenCV's loader, interrupted once, answers each later
+  ``import cv2`` with "recursion is detected" — CI saw the next instance fail as
+  ``pixel decode failed ... ImportError``). The stop waits for the import to finish;
 - ``:cancel`` and server shutdown stop the work within a poll interval, even in the
   middle of a batch: the pool's processes are killed rather than waited for, since a
   process busy in one long call cannot be asked.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from types import FrameType, TracebackType
@@ -52,7 +57,30 @@ class OverBudget(BaseException):
     a bad instance (``except Exception``) do not take it for one."""
 
 
-def _overtime(_signum: int, _frame: FrameType | None) -> None:
+#: How often a stop that waits for an import to finish looks again.
+_RETRY_S = 0.01
+#: How long past the budget a stop waits for an import before it interrupts it anyway
+#: (an import that never ends must not hold the instance forever).
+_IMPORT_GRACE_S = 30.0
+_overdue_since: float | None = None
+
+
+def _importing(frame: FrameType | None) -> bool:
+    """Whether ``frame``'s stack runs an import (``importlib``'s frozen frames)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _overtime(_signum: int, frame: FrameType | None) -> None:
+    global _overdue_since
+    now = time.monotonic()
+    _overdue_since = _overdue_since if _overdue_since is not None else now
+    if _importing(frame) and now - _overdue_since < _IMPORT_GRACE_S:
+        signal.setitimer(signal.ITIMER_REAL, _RETRY_S)  # stop it once the import is done
+        return
     raise OverBudget
 
 
@@ -67,7 +95,9 @@ def _start(parent: int, budget_s: float) -> None:
 
 def _timed(call: tuple[Callable[[Any], str | None], Any]) -> str | None:
     """Run one instance's work under the budget; a failure reason or None."""
+    global _overdue_since
     fn, arg = call
+    _overdue_since = None
     signal.setitimer(signal.ITIMER_REAL, _budget_s)
     try:
         return fn(arg)
