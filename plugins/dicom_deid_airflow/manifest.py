@@ -24,12 +24,15 @@ manifest files this module writes (``{prefix}/manifest.parquet|csv``) are not li
 
 from __future__ import annotations
 
-import io
+import itertools
 import logging
 import re
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from operator import attrgetter
+from typing import IO, Any, NamedTuple
 
 import pandas as pd
 import pyarrow as pa
@@ -37,10 +40,11 @@ import pyarrow.parquet as pq
 from dicomweb_client.api import DICOMwebClient
 from google.cloud import storage
 
-from dicom_deid.gcs import parse_gs_uri
+from dicom_deid.gcs import iter_objects, parse_gs_uri
 from dicom_deid_airflow.qido import search_pages
 
-__all__ = ["MANIFEST_COLUMNS", "ManifestResult", "build_manifest", "list_exported_objects"]
+__all__ = ["MANIFEST_COLUMNS", "ExportedObject", "ManifestResult", "build_manifest",
+           "iter_exported_objects", "list_exported_objects"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,10 @@ _SCHEMA = pa.schema([
     ("series_date", pa.date32()),
 ])
 MANIFEST_COLUMNS = tuple(_SCHEMA.names)
+#: Rows per Parquet row group (and per CSV chunk): large enough for readers to scan
+#: efficiently, small enough that the writing task's memory stays a few MiB.
+ROW_GROUP = 10_000
+_CONTENT_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv"}
 """Columns of the manifest, in order. Pixel spacing is split into row and column
 spacing (mm) so that CSV and Parquet hold the same scalar columns; dates are dates
 (shifted, in a date-shifted run), frame is empty for whole-instance objects."""
@@ -104,38 +112,54 @@ class ManifestResult:
                 "missing_metadata": self.missing_metadata, "format": self.format}
 
 
+class ExportedObject(NamedTuple):
+    """One object of an export: its name and size, and the UIDs (and frame number)
+    its name carries; ``None`` where the name does not fit the export layout."""
+
+    name: str
+    size: int
+    study: str | None
+    series: str | None
+    instance: str | None
+    frame: int | None
+
+
+def iter_exported_objects(gcs: storage.Client, uri_prefix: str) -> Iterator[ExportedObject]:
+    """The objects of an export under ``uri_prefix``, in the listing's (name) order, one
+    at a time (``gcs.iter_objects``): the manifest is written as they come, so its task
+    holds one series, not the whole export."""
+    location = parse_gs_uri(uri_prefix, "uri_prefix", prefix=True)
+    lead = f"{location.name}/" if location.name else ""
+    skip = {lead + name for name in _MANIFEST_NAMES}
+    for name, size in iter_objects(gcs, location.bucket, lead or None):
+        if name in skip or name.endswith("/"):
+            continue
+        m = _OBJECT.fullmatch(name[len(lead):])
+        if m is None:
+            yield ExportedObject(name, size, None, None, None, None)
+        else:
+            yield ExportedObject(name, size, m["study"], m["series"], m["instance"],
+                                 int(m["frame"]) if m["frame"] else None)
+
+
 def list_exported_objects(gcs: storage.Client, uri_prefix: str) -> pd.DataFrame:
-    """The objects of an export under ``uri_prefix``: one row per object.
+    """The objects of an export under ``uri_prefix`` as the export gate's table.
 
     Columns: ``name`` (full object name), ``size`` (bytes), ``study``, ``series``,
     ``instance`` (UIDs parsed from the name, empty if the name does not fit the export
-    layout), ``frame`` (for multi-frame image exports) and ``uri``. Sorted by name.
+    layout) and ``frame`` (for multi-frame image exports). Sorted by name. Built column
+    by column: a dict or a Blob per object would cost several times the table.
     """
-    location = parse_gs_uri(uri_prefix, "uri_prefix", prefix=True)
-    bucket, prefix = location.bucket, location.name
-    lead = f"{prefix}/" if prefix else ""
-    skip = {lead + name for name in _MANIFEST_NAMES}
-    columns: dict[str, list] = {k: [] for k in ("name", "size", "study", "series",
-                                                "instance", "frame", "uri")}
-    # Only the name and size are kept of each object (a Blob holds all its metadata),
-    # column by column. Cloud Storage answers 1,000 objects a page; fake-gcs-server
-    # answers all of them in one (about 120 MiB of JSON at 20,000 objects), and asking
-    # it for pages makes it list everything again for each one.
-    for blob in gcs.list_blobs(bucket, prefix=lead or None,
-                               fields="items(name,size),nextPageToken"):
-        if blob.name in skip or blob.name.endswith("/"):
-            continue
-        m = _OBJECT.fullmatch(blob.name[len(lead):])
-        columns["name"].append(blob.name)
-        columns["size"].append(int(blob.size or 0))
-        columns["study"].append(m["study"] if m else None)
-        columns["series"].append(m["series"] if m else None)
-        columns["instance"].append(m["instance"] if m else None)
-        columns["frame"].append(int(m["frame"]) if m and m["frame"] else None)
-        columns["uri"].append(f"gs://{bucket}/{blob.name}")
+    columns: dict[str, list] = {k: [] for k in ExportedObject._fields}
+    lists = [columns[k] for k in ExportedObject._fields]
+    for obj in iter_exported_objects(gcs, uri_prefix):
+        for values, value in zip(lists, obj, strict=True):
+            values.append(value)
     frame = pd.DataFrame(columns)
     frame["size"] = frame["size"].astype("int64")
     frame["frame"] = frame["frame"].astype("Int64")
+    if frame["name"].is_monotonic_increasing:  # as Cloud Storage lists: no sorted copy
+        return frame
     return frame.sort_values("name", ignore_index=True)
 
 
@@ -174,12 +198,13 @@ _META_COLUMNS = ("study_uid", "series_uid", "modality", "body_part_examined", "r
                  "slice_thickness_mm", "study_date", "series_date")
 
 
-def _metadata(destination: DICOMwebClient) -> dict[str, tuple]:
-    """Clinical attributes of every destination instance, by SOP Instance UID, as
-    tuples in :data:`_META_COLUMNS` order (a page of search results at a time: a row
-    of the manifest is a few hundred bytes, its DICOM JSON a few KiB)."""
+def _series_metadata(destination: DICOMwebClient, study: str,
+                     series: str) -> dict[str, tuple]:
+    """Clinical attributes of one destination series' instances, by SOP Instance UID,
+    as tuples in :data:`_META_COLUMNS` order."""
     out: dict[str, tuple] = {}
-    for page in search_pages(destination.search_for_instances, fields=list(_FIELDS)):
+    for page in search_pages(destination.search_for_instances, study_instance_uid=study,
+                             series_instance_uid=series, fields=list(_FIELDS)):
         for item in page:
             sop = _first(item, "SOPInstanceUID")
             if not sop:
@@ -197,21 +222,54 @@ def _metadata(destination: DICOMwebClient) -> dict[str, tuple]:
     return out
 
 
-def _manifest_table(objects: pd.DataFrame, meta: dict[str, tuple]) -> pa.Table:
-    """One row per object, built column by column (no dict per row)."""
+def _manifest_table(bucket: str, objects: list[ExportedObject],
+                    meta: dict[str, tuple]) -> pa.Table:
+    """The rows of ``objects``, built column by column (no dict per row)."""
     columns: dict[str, list] = {name: [] for name in MANIFEST_COLUMNS}
     empty = (None,) * len(_META_COLUMNS)
-    for obj in objects.itertuples(index=False):
-        found = meta.get(obj.instance) if isinstance(obj.instance, str) else None
-        columns["uri"].append(obj.uri)
-        columns["size"].append(int(obj.size))
-        columns["frame"].append(None if pd.isna(obj.frame) else int(obj.frame))
+    for obj in objects:
+        found = meta.get(obj.instance) if obj.instance else None
+        columns["uri"].append(f"gs://{bucket}/{obj.name}")
+        columns["size"].append(obj.size)
+        columns["frame"].append(obj.frame)
         columns["sop_uid"].append(obj.instance)
         for name, value in zip(_META_COLUMNS, found or empty, strict=True):
             columns[name].append(value)
         if not found:  # the UIDs parsed from the object's name
             columns["study_uid"][-1], columns["series_uid"][-1] = obj.study, obj.series
     return pa.Table.from_pydict(columns, schema=_SCHEMA)
+
+
+class _ManifestFile:
+    """The manifest being written to a local temporary file, a row group of
+    ``ROW_GROUP`` rows at a time (Parquet), or a chunk of lines (CSV)."""
+
+    def __init__(self, out: IO[bytes], out_format: str) -> None:
+        self._out, self._format = out, out_format
+        self._pending: list[pa.Table] = []
+        self._parquet = pq.ParquetWriter(out, _SCHEMA) if out_format == "parquet" else None
+        self._header = True
+
+    def add(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        if sum(t.num_rows for t in self._pending) >= ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        table = pa.concat_tables(self._pending) if self._pending else _SCHEMA.empty_table()
+        self._pending = []
+        if self._parquet is not None:
+            if table.num_rows:
+                self._parquet.write_table(table, row_group_size=ROW_GROUP)
+        elif table.num_rows or self._header:
+            self._out.write(table.to_pandas().to_csv(index=False, header=self._header)
+                            .encode())
+            self._header = False
+
+    def close(self) -> None:
+        self._flush()
+        if self._parquet is not None:
+            self._parquet.close()
 
 
 def build_manifest(destination: DICOMwebClient, gcs: storage.Client, uri_prefix: str, *,
@@ -221,31 +279,36 @@ def build_manifest(destination: DICOMwebClient, gcs: storage.Client, uri_prefix:
     One row per exported object (see :data:`MANIFEST_COLUMNS`): its ``gs://`` URI, its
     UIDs and the clinical attributes the destination store returns over QIDO-RS.
     ``out_format`` is ``"parquet"`` (typed columns, for training jobs) or ``"csv"``.
-    The manifest is written last, in one upload, so a reader never sees half of it.
+    The manifest is written to a local file a series at a time, then uploaded in one
+    go, so a reader never sees half of it and the task's memory does not grow with the
+    export.
     """
     if out_format not in ("parquet", "csv"):
         raise ValueError("out_format must be 'parquet' or 'csv'")
     location = parse_gs_uri(uri_prefix, "uri_prefix", prefix=True)
     bucket, prefix = location.bucket, location.name
-    objects = list_exported_objects(gcs, uri_prefix)
-    meta = _metadata(destination)
-    table = _manifest_table(objects, meta)
+    rows = missing = 0
+    instances: set[str] = set()
+    with tempfile.TemporaryFile() as out:
+        manifest = _ManifestFile(out, out_format)
+        # The listing comes in name order, so each series' objects come together: its
+        # clinical attributes are asked for once (QIDO-RS), and only it is held.
+        series_of = attrgetter("study", "series")
+        for (study, series), group in itertools.groupby(
+                iter_exported_objects(gcs, uri_prefix), key=series_of):
+            objects = list(group)
+            meta = _series_metadata(destination, study, series) if study and series else {}
+            manifest.add(_manifest_table(bucket, objects, meta))
+            rows += len(objects)
+            missing += sum(1 for o in objects if not o.instance or o.instance not in meta)
+            instances.update(o.instance for o in objects if o.instance)
+        manifest.close()
+        out.seek(0)
+        name = f"{prefix}/manifest.{out_format}" if prefix else f"manifest.{out_format}"
+        gcs.bucket(bucket).blob(name).upload_from_file(out, content_type=_CONTENT_TYPES[
+            out_format])
 
-    buf = io.BytesIO()
-    if out_format == "parquet":
-        pq.write_table(table, buf)
-        content_type = "application/vnd.apache.parquet"
-    else:
-        table.to_pandas().to_csv(buf, index=False)
-        content_type = "text/csv"
-    name = f"{prefix}/manifest.{out_format}" if prefix else f"manifest.{out_format}"
-    gcs.bucket(bucket).blob(name).upload_from_string(buf.getvalue(),
-                                                     content_type=content_type)
-
-    missing = sum(1 for sop in objects["instance"]
-                  if not isinstance(sop, str) or sop not in meta)
-    result = ManifestResult(uri=f"gs://{bucket}/{name}", rows=table.num_rows,
-                            instances=int(objects["instance"].nunique()),
+    result = ManifestResult(uri=f"gs://{bucket}/{name}", rows=rows, instances=len(instances),
                             missing_metadata=missing, format=out_format)
     log.info("manifest: %d rows (%d instances, %d without store metadata) written to %s",
              result.rows, result.instances, result.missing_metadata, result.uri)

@@ -26,6 +26,7 @@ from dicom_deid_airflow.hooks.healthcare import HealthcareHook
 from dicom_deid_airflow.manifest import build_manifest, list_exported_objects
 from dicom_deid_airflow.params import ParamError, run_slug, validate_params
 from dicom_deid_airflow.preflight import check_resources
+from dicom_deid_airflow.qido import search_pages
 from dicom_deid_airflow.quality import counts_table, raise_if_failed, run_gate
 from dicom_deid_airflow.report_paths import path_segment, reports_dir
 from dicom_deid_airflow.routing import (
@@ -193,9 +194,9 @@ def _source_instances(hook: HealthcareHook, plan: dict) -> int:
     if not plan["study_uids"]:
         return hook.instance_count(plan["source_store"])
     web = hook.dicomweb_client(plan["source_store"])
-    return sum(len(web.search_for_instances(search_filters={"StudyInstanceUID": uid},
-                                            get_remaining=True))
-               for uid in plan["study_uids"])
+    return sum(len(page) for uid in plan["study_uids"]
+               for page in search_pages(web.search_for_instances, fields=["SOPInstanceUID"],
+                                        search_filters={"StudyInstanceUID": uid}))
 
 
 def gate_deidentified(plan: dict, verification: dict, outcomes: Iterable[dict | None],
@@ -228,9 +229,10 @@ def gate_export(plan: dict, run: RunRef) -> dict:
     suite = "export.json"
     if plan["export_mime_type"] == "image/png":  # one image per frame
         suite = "export-png.json"
-        rows = hook.dicomweb_client(plan["destination_store"]).search_for_instances(
-            fields=["NumberOfFrames"], get_remaining=True)
-        expected = sum(int((r.get("00280008", {}).get("Value") or [1])[0]) for r in rows)
+        search = hook.dicomweb_client(plan["destination_store"]).search_for_instances
+        expected = sum(int((r.get("00280008", {}).get("Value") or [1])[0])
+                       for page in search_pages(search, fields=["NumberOfFrames"])
+                       for r in page)
     else:
         expected = hook.instance_count(plan["destination_store"])
     result = run_gate(SUITES / suite, objects, name="export",

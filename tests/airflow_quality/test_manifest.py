@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
+from dicom_deid_airflow import manifest as manifest_module
 from dicom_deid_airflow.manifest import MANIFEST_COLUMNS, build_manifest, list_exported_objects
 from dicom_deid_airflow.quality import raise_if_failed, run_gate
 from google.cloud import storage
@@ -91,6 +92,48 @@ def test_manifest_parquet_beside_the_export(corpus: Corpus, hc, bucket, gcs, tmp
                     out_dir=tmp_path).success
     # The manifest is not an exported object: the export gate still counts 5.
     assert len(list_exported_objects(gcs, prefix)) == 5
+
+
+@pytest.mark.parametrize("out_format", ["parquet", "csv"])
+def test_manifest_written_in_chunks_equals_one_written_whole(
+        corpus: Corpus, hc, bucket, gcs, monkeypatch, out_format: str) -> None:
+    """The manifest is written a series and a row group at a time, so its task holds
+    one series however big the export: with row groups of 2 rows (several series, a
+    stray object between them) it holds the same rows as one written whole."""
+    store = corpus.stores["strong"]
+    prefix = f"gs://{bucket.name}/chunks"
+    export(hc, store, prefix)
+    bucket.blob("chunks/1.2.3/1.2.4/1.2.5.dcm").upload_from_string(b"DICM")  # no metadata
+    bucket.blob("chunks/notes.txt").upload_from_string(b"stray")  # no UIDs in its name
+
+    def read(name: str) -> pd.DataFrame:
+        data = io.BytesIO(bucket.blob(name).download_as_bytes())
+        return pq.read_table(data).to_pandas() if out_format == "parquet" else pd.read_csv(data)
+
+    whole = build_manifest(corpus.client(store), gcs, prefix, out_format=out_format)
+    expected = read(f"chunks/manifest.{out_format}")
+    monkeypatch.setattr(manifest_module, "ROW_GROUP", 2)
+    chunked = build_manifest(corpus.client(store), gcs, prefix, out_format=out_format)
+    got = read(f"chunks/manifest.{out_format}")
+    assert chunked == whole
+    assert (whole.rows, whole.instances, whole.missing_metadata) == (7, 6, 2)
+    pd.testing.assert_frame_equal(got, expected)
+    assert list(got["uri"]) == sorted(got["uri"])  # the listing's (name) order
+    if out_format == "parquet":
+        metadata = pq.read_metadata(io.BytesIO(
+            bucket.blob("chunks/manifest.parquet").download_as_bytes()))
+        assert metadata.num_row_groups == 4 and metadata.num_rows == 7
+
+
+@pytest.mark.parametrize("out_format", ["parquet", "csv"])
+def test_an_empty_export_gets_a_manifest_with_its_columns_and_no_rows(
+        corpus: Corpus, bucket, gcs, out_format: str) -> None:
+    result = build_manifest(corpus.client(corpus.stores["strong"]), gcs,
+                            f"gs://{bucket.name}/empty", out_format=out_format)
+    assert (result.rows, result.instances, result.missing_metadata) == (0, 0, 0)
+    data = io.BytesIO(bucket.blob(f"empty/manifest.{out_format}").download_as_bytes())
+    frame = pq.read_table(data).to_pandas() if out_format == "parquet" else pd.read_csv(data)
+    assert tuple(frame.columns) == MANIFEST_COLUMNS and len(frame) == 0
 
 
 def test_manifest_csv_and_an_object_without_metadata(corpus: Corpus, hc, bucket, gcs,

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import re2
 from google.api_core import exceptions as gexc
 
-from ..gcs import GcsUriError, client, parse_gs_uri
+from ..gcs import GcsUriError, client, iter_objects, parse_gs_uri
 from . import errors, ingest, operations, pixels
 from .names import StoreName
 from .resources import check_schema, store_pk
@@ -75,11 +75,11 @@ def start_import(state: ServerState, store: StoreName, body: dict) -> dict:
             if wild < 0:
                 names = [path] if path and bucket.blob(path).exists() else []
                 if not names and (not path or path.endswith("/")):
-                    names = [b.name for b in gcs.list_blobs(bucket, prefix=path)]
+                    names = [n for n, _ in iter_objects(gcs, bucket_name, path)]
             else:
                 pattern = _pattern(path)
-                names = [b.name for b in gcs.list_blobs(bucket, prefix=path[:wild])
-                         if pattern.fullmatch(b.name)]
+                names = [n for n, _ in iter_objects(gcs, bucket_name, path[:wild])
+                         if pattern.fullmatch(n)]
         except gexc.NotFound:
             raise errors.not_found(f"bucket {bucket_name} not found") from None
         names = [n for n in names if not n.endswith("/")]
