@@ -262,6 +262,16 @@ def test_pixel_check_follows_modality_routing(corpus: Corpus, tmp_path: Path) ->
     assert result.check_failures["pixels_clean"] == 1
 
 
+def test_the_pixel_route_is_always_sampled(corpus: Corpus, tmp_path: Path) -> None:
+    """One ultrasound instance among five: a sample of two drawn uniformly would miss
+    it in three runs of five; drawn by route, every run reads it."""
+    for run in range(8):
+        result = verify(corpus, corpus.stores["weak"], tmp_path / f"v{run}", size=2,
+                        seed=f"run-{run}", pixel_redaction={"US"})
+        rows = by_role(corpus, read_verification_table(result.table_path))
+        assert len(rows) == 2 and "burned" in rows, sorted(rows)
+
+
 def test_search_pages_walks_every_page_once(corpus: Corpus) -> None:
     """The paging that verify and the manifest read stores with: pages of 2 against the
     real server cover every instance once, then stop at the first empty page."""

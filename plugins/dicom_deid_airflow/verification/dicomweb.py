@@ -107,6 +107,21 @@ def list_instances(client: DICOMwebClient, what: str) -> list[Ref]:
     return sorted(refs, key=lambda r: (r.study, r.series, r.sop))
 
 
+def series_modalities(client: DICOMwebClient, what: str) -> dict[str, str]:
+    """The Modality of every series of a store, by Series Instance UID (the route a
+    series took is decided by it)."""
+    def search(**kwargs: Any) -> list[dict]:
+        return call(f"search of {what} series", client.search_for_series, **kwargs)
+
+    out: dict[str, str] = {}
+    for rows in search_pages(search, fields=["SeriesInstanceUID", "Modality"]):
+        for r in rows:
+            if json_value(r, "0020000E"):
+                out[str(json_value(r, "0020000E")[0])] = str(
+                    (json_value(r, "00080060") or [""])[0]).upper()
+    return out
+
+
 def retrieve(client: DICOMwebClient, ref: Ref, what: str) -> Dataset:
     """One instance retrieved with WADO-RS; ``what`` names the store in a failure."""
     return call(f"retrieval of a {what} instance", client.retrieve_instance,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import random
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -22,10 +21,11 @@ import pandas as pd
 from dicomweb_client.api import DICOMwebClient
 
 from .checks import check_clinical, check_dates, check_phi, check_uids, header_bytes
-from .dicomweb import Ref, list_instances, quiet_logs, retrieve
+from .dicomweb import Ref, list_instances, quiet_logs, retrieve, series_modalities
 from .errors import VerificationError
 from .matching import SourceIndex, match
 from .pixel_text import check_pixels, read_dest
+from .sampling import draw
 
 __all__ = [
     "CHECKS",
@@ -133,14 +133,16 @@ def sample_and_verify(source: DICOMwebClient, destination: DICOMwebClient, *, si
 
     ``size`` destination instances (all of them if there are fewer) are drawn with
     ``random.Random(seed)`` (pass the run id: a rerun of the same run checks the same
-    instances), each is matched to its source instance and checked (see the package
-    docstring). ``pixel_redaction`` says whether burned-in text was to be removed and so
-    turns on the OCR check: True for every instance, or the modalities that were routed
-    to pixel redaction (e.g. ``{"US", "SC", "OT"}``; other modalities get an empty
-    ``pixels_clean``, i.e. not evaluated). ``date_shift`` says whether dates were to be
-    shifted rather than removed. ``all_text`` says the run asked for REDACT_ALL_TEXT:
-    then any word or line an OCR reader reads back fails ``pixels_clean``, not only
-    the source's identifying values. The table is written to ``out_dir / "verification.csv"``.
+    instances), stratified by route when ``pixel_redaction`` names modalities (see
+    ``sampling``: a small pixel-redaction route is never left out); each is matched to
+    its source instance and checked (see the package docstring). ``pixel_redaction``
+    says whether burned-in text was to be removed and so turns on the OCR check: True
+    for every instance, or the modalities that were routed to pixel redaction (e.g.
+    ``{"US", "SC", "OT"}``; other modalities get an empty ``pixels_clean``, i.e. not
+    evaluated). ``date_shift`` says whether dates were to be shifted rather than
+    removed. ``all_text`` says the run asked for REDACT_ALL_TEXT: then any word or line
+    an OCR reader reads back fails ``pixels_clean``, not only the source's identifying
+    values. The table is written to ``out_dir / "verification.csv"``.
 
     Raises VerificationError (no PHI in its message) when a store cannot be searched or
     an instance cannot be retrieved; a check that cannot be evaluated on one instance
@@ -154,8 +156,14 @@ def sample_and_verify(source: DICOMwebClient, destination: DICOMwebClient, *, si
 
     with quiet_logs():
         refs = list_instances(destination, "destination")
-        rng = random.Random(seed)
-        picked = rng.sample(range(len(refs)), min(size, len(refs)))
+        route_of = None
+        if not isinstance(pixel_redaction, bool):  # two routes: stratify the draw by them
+            modality = series_modalities(destination, "destination")
+
+            def route_of(ref: Ref) -> bool:
+                return _redacted(pixel_redaction, modality.get(ref.series, ""))
+
+        picked = draw(refs, size, seed, route_of)
         index = SourceIndex(source)
         rows: list[dict[str, Any]] = []
         pairs: list[tuple[str, str, str, str]] = []
