@@ -159,9 +159,10 @@ def _wait(hc: Resource, operation: dict) -> dict:
     return operation
 
 
-def direct(url: str, store: str, pixel: list[str], metadata: list[str],
-           tag: str) -> tuple[float, dict[str, float]]:
-    """The API work alone, as a script would do it; returns seconds in all and by step."""
+def direct(url: str, server_pid: int, store: str, pixel: list[str], metadata: list[str],
+           tag: str) -> tuple[float, dict[str, float], dict[str, int]]:
+    """The API work alone, as a script would do it; returns seconds in all and by step,
+    and the server's peak RSS by step (which step sets the server's peak)."""
     gcs = storage.Client(project="bench", credentials=AnonymousCredentials())
     bucket = gcs.bucket(BUCKET)
     filters = {}
@@ -174,21 +175,24 @@ def direct(url: str, store: str, pixel: list[str], metadata: list[str],
     dataset = store.rsplit("/dicomStores/", 1)[0]
     start = time.perf_counter()
     steps: dict[str, float] = {}
+    peaks: dict[str, int] = {}
     dest = stores.create(parent=dataset, dicomStoreId=f"direct-{tag}", body={}).execute()["name"]
     for name in ("pixel", "metadata"):
         config = json.loads(json.dumps(BASIC))
         if name == "pixel":
             config["image"] = {"textRedactionMode": "REDACT_ALL_TEXT"}
-        began = time.perf_counter()
+        began, rss = time.perf_counter(), PeakRss(server_pid)
         _wait(hc, stores.deidentify(sourceStore=store, body={
             "destinationStore": dest, "config": config,
             "filterConfig": {"resourcePathsGcsUri": filters[name]}}).execute())
         steps[f"deidentify_{name}"] = time.perf_counter() - began
-    began = time.perf_counter()
+        peaks[f"deidentify_{name}"] = rss.stop()
+    began, rss = time.perf_counter(), PeakRss(server_pid)
     _wait(hc, stores.export(name=dest, body={
         "gcsDestination": {"uriPrefix": f"gs://{BUCKET}/direct-{tag}"}}).execute())
     steps["export"] = time.perf_counter() - began
-    return time.perf_counter() - start, steps
+    peaks["export"] = rss.stop()
+    return time.perf_counter() - start, steps, peaks
 
 
 def pipeline(env: dict, store: str, sample: int,
@@ -303,12 +307,16 @@ def main() -> int:
             subprocess.run([airflow, "db", "migrate"], env=env, check=True,
                            capture_output=True)
             direct_s, direct_steps, dag_s, dag_rss = [], [], [], []
+            step_peaks: dict[str, int] = {}
             server_direct, server_dag = 0, 0
             for i in range(args.repeat):
                 tag = f"{i}-{uuid.uuid4().hex[:4]}"
                 rss = PeakRss(server.proc.pid)
-                seconds, steps = direct(server.url, store, pixel, metadata, tag)
+                seconds, steps, peaks = direct(server.url, server.proc.pid, store, pixel,
+                                               metadata, tag)
                 server_direct = max(server_direct, rss.stop())
+                for step, peak in peaks.items():
+                    step_peaks[step] = max(step_peaks.get(step, 0), peak)
                 direct_s.append(seconds)
                 direct_steps.append(steps)
                 rss = PeakRss(server.proc.pid)
@@ -348,6 +356,7 @@ def main() -> int:
         "direct_ms_per_instance": d / instances * 1000,
         "pipeline_ms_per_instance": p / instances * 1000,
         "direct_step_median_s": steps_median,
+        "direct_step_server_peak_rss_mib": {k: v / 2**20 for k, v in step_peaks.items()},
         "pipeline_peak_rss_mib": max(dag_rss) / 2**20,
         "server_peak_rss_mib": {"stow": stow_rss / 2**20, "direct": server_direct / 2**20,
                                 "pipeline": server_dag / 2**20},
@@ -373,8 +382,8 @@ def main() -> int:
     print("verification samples (all runs): " + ", ".join(
         f"{n} {m}" for m, n in sorted(sampled.items())) + " (US frames are OCR'd in "
         "Airflow's process)")
-    print("\ndirect script by step (median): " + ", ".join(
-        f"{k} {v:.1f} s" for k, v in steps_median.items()))
+    print("\ndirect script by step (median; the server's peak RSS in it): " + ", ".join(
+        f"{k} {v:.1f} s ({step_peaks[k] / 2**20:.0f} MiB)" for k, v in steps_median.items()))
     print("\nwhere the pipeline's time goes (median task duration):\n")
     print("| task | seconds |")
     print("| --- | ---: |")
