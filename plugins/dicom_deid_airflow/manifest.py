@@ -81,13 +81,13 @@ _SCHEMA = pa.schema([
     ("series_date", pa.date32()),
 ])
 MANIFEST_COLUMNS = tuple(_SCHEMA.names)
+"""Columns of the manifest, in order. Pixel spacing is split into row and column
+spacing (mm) so that CSV and Parquet hold the same scalar columns; dates are dates
+(shifted, in a date-shifted run), frame is empty for whole-instance objects."""
 #: Rows per Parquet row group (and per CSV chunk): large enough for readers to scan
 #: efficiently, small enough that the writing task's memory stays a few MiB.
 ROW_GROUP = 10_000
 _CONTENT_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv"}
-"""Columns of the manifest, in order. Pixel spacing is split into row and column
-spacing (mm) so that CSV and Parquet hold the same scalar columns; dates are dates
-(shifted, in a date-shifted run), frame is empty for whole-instance objects."""
 
 
 @dataclass(frozen=True)
@@ -245,7 +245,7 @@ class _ManifestFile:
     ``ROW_GROUP`` rows at a time (Parquet), or a chunk of lines (CSV)."""
 
     def __init__(self, out: IO[bytes], out_format: str) -> None:
-        self._out, self._format = out, out_format
+        self._out = out
         self._pending: list[pa.Table] = []
         self._parquet = pq.ParquetWriter(out, _SCHEMA) if out_format == "parquet" else None
         self._header = True

@@ -8,9 +8,9 @@ here is a bucket Google could hold; the object part is checked for what Cloud St
 refuses (over 1024 bytes, CR or LF).
 
 Also here: :func:`iter_objects`, the one bucket listing both sides use, and the client
-the library uses, which talks to the emulator that
-``STORAGE_EMULATOR_HOST`` names without credentials (the local default), else to Cloud
-Storage with Application Default Credentials. The Airflow side builds its own client
+the library uses, which talks to the emulator that ``STORAGE_EMULATOR_HOST`` names
+without credentials (the local default), else to Cloud Storage with Application
+Default Credentials. The Airflow side builds its own client
 from its connection (``dicom_deid_airflow.storage``).
 """
 

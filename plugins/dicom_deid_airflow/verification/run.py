@@ -158,10 +158,11 @@ def sample_and_verify(source: DICOMwebClient, destination: DICOMwebClient, *, si
         refs = list_instances(destination, "destination")
         route_of = None
         if not isinstance(pixel_redaction, bool):  # two routes: stratify the draw by them
-            modality = series_modalities(destination, "destination")
+            redacted = {series: _redacted(pixel_redaction, modality) for series, modality
+                        in series_modalities(destination, "destination").items()}
 
             def route_of(ref: Ref) -> bool:
-                return _redacted(pixel_redaction, modality.get(ref.series, ""))
+                return redacted.get(ref.series, False)
 
         picked = draw(refs, size, seed, route_of)
         index = SourceIndex(source)
