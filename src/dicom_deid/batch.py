@@ -64,10 +64,14 @@ def load_key(path: str | None) -> bytes:
 _RUN: tuple[str, str, Plan] | None = None
 
 
-def _init(src_root: str, dst_root: str, plan: Plan) -> None:
-    """Worker set-up: the run's plan arrives once, not with every file."""
+def _init(src_root: str, dst_root: str, plan: Plan, workers: int) -> None:
+    """Worker set-up: the run's plan arrives once, not with every file; the OCR engine
+    gets this worker's share of the cores (``ocr_rapid.share_cores``)."""
+    from .engine import ocr_rapid  # here: numpy is not needed to start the CLI
+
     global _RUN
     _RUN = (src_root, dst_root, plan)
+    ocr_rapid.share_cores(workers)
 
 
 def _one(rel: str) -> FileResult:
@@ -116,7 +120,7 @@ def run(config: dict, src: Path, dst: Path, key: bytes, *, workers: int = 0,
     results: list[FileResult] = []
     bar = tqdm(total=len(files), unit="file", disable=not progress, file=sys.stderr)
     if workers == 1:
-        _init(str(src), str(dst), plan)
+        _init(str(src), str(dst), plan, 1)
         for rel in files:
             results.append(_one(rel))
             bar.update()
@@ -125,7 +129,7 @@ def run(config: dict, src: Path, dst: Path, key: bytes, *, workers: int = 0,
         # big chunk of the latter left to one worker at the end idles the others.
         chunk = max(1, min(_CHUNK, len(files) // (workers * 32)))
         with ProcessPoolExecutor(workers, initializer=_init,
-                                 initargs=(str(src), str(dst), plan)) as pool:
+                                 initargs=(str(src), str(dst), plan, workers)) as pool:
             for result in pool.map(_one, files, chunksize=chunk):
                 results.append(result)
                 bar.update()

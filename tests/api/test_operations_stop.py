@@ -267,3 +267,24 @@ def test_a_check_that_raises_kills_the_pool_at_once() -> None:
         pool.map(_sleep, [60.0, 60.0, 60.0], check=check)
     assert time.monotonic() - start < 10
     assert processes and not any(p.is_alive() for p in processes)
+
+
+def _engine_threads(_: object) -> str | None:
+    from dicom_deid.engine import ocr_rapid
+
+    reader = ocr_rapid.engine()
+    sessions = (reader.text_det.infer.session, reader.text_rec.session.session)
+    return ",".join(str(s.get_session_options().intra_op_num_threads) for s in sessions)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_each_worker_s_ocr_engine_uses_its_share_of_the_cores(processes: int) -> None:
+    """Two workers each running ONNX Runtime on every core held more memory per frame
+    and spent more CPU than with a thread each; the server's peak is set by two
+    workers' frames at once. Each worker's sessions get cores // processes threads."""
+    import os
+
+    share = max(1, (os.cpu_count() or 1) // processes)
+    with workers.Pool(processes=processes) as pool:
+        threads = pool.map(_engine_threads, range(processes), check=lambda: None)
+    assert threads == [f"{share},{share}"] * processes

@@ -28,6 +28,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wai
 from types import FrameType, TracebackType
 from typing import Any
 
+from ..engine import ocr_rapid
 from . import quiet
 from .lifeline import die_with
 
@@ -84,13 +85,16 @@ def _overtime(_signum: int, frame: FrameType | None) -> None:
     raise OverBudget
 
 
-def _start(parent: int, budget_s: float) -> None:
-    """Pool initializer: die with the server, arm the budget's signal, log no values."""
+def _start(parent: int, budget_s: float, processes: int) -> None:
+    """Pool initializer: die with the server, arm the budget's signal, log no values,
+    and give the OCR engine this process's share of the cores (the pool's processes
+    read frames at once; each engine using every core only adds working memory)."""
     global _budget_s
     die_with(parent)
     quiet.install()
     _budget_s = budget_s
     signal.signal(signal.SIGALRM, _overtime)
+    ocr_rapid.share_cores(processes)
 
 
 def _timed(call: tuple[Callable[[Any], str | None], Any]) -> str | None:
@@ -112,9 +116,10 @@ class Pool:
     """A process pool for one operation; ``with Pool(...) as pool``."""
 
     def __init__(self, budget_s: float | None = None, processes: int | None = None) -> None:
+        processes = processes or os.cpu_count() or 1
         self._executor = ProcessPoolExecutor(
-            processes or os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start, initargs=(os.getpid(), budget_s or configured_budget_s()))
+            processes, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
+            initargs=(os.getpid(), budget_s or configured_budget_s(), processes))
 
     def __enter__(self) -> Pool:
         return self
