@@ -49,7 +49,7 @@ down:
 
 test: setup
 	$(BIN)/ruff check src tests bench plugins dags
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 lint: setup
 	$(BIN)/ruff check src tests bench plugins dags

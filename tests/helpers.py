@@ -7,10 +7,13 @@ tests' lives here.
 
 from __future__ import annotations
 
+import io
 import uuid
+import warnings
 
 import requests
 from googleapiclient.discovery import Resource
+from pydicom import dcmread
 
 PROJECT, LOCATION = "test-project", "us-central1"
 PARENT = f"projects/{PROJECT}/locations/{LOCATION}"
@@ -56,3 +59,24 @@ def retrieve_raw(base_url: str, study: str, series: str, sop: str,
         head, _, data = chunk.partition(b"\r\n\r\n")
         parts.append(data[:-2])
     return parts
+
+
+def pixel_format(source: str | bytes) -> tuple | None:
+    """What the decode, paint and encode path depends on: the syntax and the pixel
+    module's shape, not what the image shows (a path or a file's bytes; None when
+    pydicom cannot read the header). Tests that run one file per format use it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = dcmread(io.BytesIO(source) if isinstance(source, bytes) else source,
+                         force=True, stop_before_pixels=True)
+        except Exception:
+            return None
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        frames = 1
+    meta = getattr(ds, "file_meta", None)
+    return (str(getattr(meta, "TransferSyntaxUID", None)), ds.get("PhotometricInterpretation"),
+            ds.get("BitsAllocated"), ds.get("BitsStored"), ds.get("PixelRepresentation"),
+            ds.get("SamplesPerPixel"), ds.get("PlanarConfiguration"), frames > 1)

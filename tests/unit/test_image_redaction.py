@@ -43,6 +43,7 @@ from dicom_deid.engine.pixels.decode import decode
 from dicom_deid.engine.pixels.grey import to_grey8
 from dicom_deid.engine.plan import ALL_TEXT, ImagePlan, build_plan
 from dicom_deid.engine.reading import UnreadableInstance
+from tests.helpers import pixel_format
 
 KEY = b"k" * 32
 BASIC = {"filterProfile": "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"}
@@ -478,19 +479,6 @@ def test_no_text_modes_leave_pixel_data_byte_identical(pydicom_images) -> None:
     assert not differ, differ
 
 
-def _pixel_format(path: str) -> tuple:
-    """What the decode, paint and encode path depends on: the syntax and the pixel
-    module's shape, not what the image shows."""
-    ds = dcmread(path, stop_before_pixels=True)
-    try:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (TypeError, ValueError):
-        frames = 1
-    return (str(ds.file_meta.TransferSyntaxUID), ds.get("PhotometricInterpretation"),
-            ds.get("BitsAllocated"), ds.get("BitsStored"), ds.get("PixelRepresentation"),
-            ds.get("SamplesPerPixel"), ds.get("PlanarConfiguration"), frames > 1)
-
-
 def test_all_text_on_pydicom_files_is_decodable_or_a_pixel_error(pydicom_images) -> None:
     """Every decodable input comes out decodable, painted with one value, or is refused
     with a 'pixel data:' error: never an undecodable output.
@@ -504,7 +492,7 @@ def test_all_text_on_pydicom_files_is_decodable_or_a_pixel_error(pydicom_images)
         warnings.simplefilter("ignore")
         by_format: dict[tuple, str] = {}
         for path in sorted(pydicom_images, key=os.path.getsize):
-            by_format.setdefault(_pixel_format(path), path)
+            by_format.setdefault(pixel_format(path), path)
     assert len(by_format) >= 60, len(by_format)
     for path in by_format.values():
         name = os.path.basename(path)
