@@ -23,7 +23,9 @@ Reported: STOW-RS time of the source, wall time of each (median of ``--repeat`` 
 each on a fresh destination) and of the direct script's steps, their ratio, where the
 pipeline's time goes (task durations from the run's metadata DB; the run's log is kept
 beside the results), the peak resident memory of each process tree (sampled every
-50 ms; the server's separately while storing, under the script and under the pipeline)
+50 ms; the server's separately while storing, under the script and under the pipeline),
+the server's bound (its live processes' own high-water marks summed: what it could hold
+at once, whatever the timing of its workers)
 and the disk used. ``airflow db migrate`` is done once before any clock starts.
 """
 
@@ -78,11 +80,29 @@ def preset(instances: int) -> tuple[int, int, int]:
     return ct, us, max(1, ct // SLICES_PER_STUDY)
 
 
+def high_water_mark(pid: int) -> int:
+    """The most resident memory process ``pid`` has held so far (``VmHWM``), in bytes;
+    0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class PeakRss:
-    """Peak RSS of a process and its descendants, sampled every 50 ms."""
+    """Peak RSS of a process and its descendants, sampled every 50 ms (``peak``), and
+    the most they could hold at once (``bound``: the sum of the live processes' own
+    high-water marks). The sampled peak of a pool depends on whether its workers' largest
+    moments happen to coincide within a sample, which a longer run catches more often;
+    the bound is what each worker did reach, whatever the timing, so it is the figure to
+    compare across store sizes and to size a machine by."""
 
     def __init__(self, pid: int) -> None:
-        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self.pid, self.peak, self.bound, self._stop = pid, 0, 0, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -96,6 +116,7 @@ class PeakRss:
                     with contextlib.suppress(psutil.Error):
                         total += p.memory_info().rss
                 self.peak = max(self.peak, total)
+                self.bound = max(self.bound, sum(high_water_mark(p.pid) for p in procs))
             except psutil.Error:
                 pass
             self._stop.wait(0.05)
@@ -160,9 +181,9 @@ def _wait(hc: Resource, operation: dict) -> dict:
 
 
 def direct(url: str, server_pid: int, store: str, pixel: list[str], metadata: list[str],
-           tag: str) -> tuple[float, dict[str, float], dict[str, int]]:
+           tag: str) -> tuple[float, dict[str, float], dict[str, tuple[int, int]]]:
     """The API work alone, as a script would do it; returns seconds in all and by step,
-    and the server's peak RSS by step (which step sets the server's peak)."""
+    and the server's peak RSS and bound by step (which step sets the server's peak)."""
     gcs = storage.Client(project="bench", credentials=AnonymousCredentials())
     bucket = gcs.bucket(BUCKET)
     filters = {}
@@ -175,7 +196,7 @@ def direct(url: str, server_pid: int, store: str, pixel: list[str], metadata: li
     dataset = store.rsplit("/dicomStores/", 1)[0]
     start = time.perf_counter()
     steps: dict[str, float] = {}
-    peaks: dict[str, int] = {}
+    peaks: dict[str, tuple[int, int]] = {}
     dest = stores.create(parent=dataset, dicomStoreId=f"direct-{tag}", body={}).execute()["name"]
     for name in ("pixel", "metadata"):
         config = json.loads(json.dumps(BASIC))
@@ -186,12 +207,12 @@ def direct(url: str, server_pid: int, store: str, pixel: list[str], metadata: li
             "destinationStore": dest, "config": config,
             "filterConfig": {"resourcePathsGcsUri": filters[name]}}).execute())
         steps[f"deidentify_{name}"] = time.perf_counter() - began
-        peaks[f"deidentify_{name}"] = rss.stop()
+        peaks[f"deidentify_{name}"] = rss.stop(), rss.bound
     began, rss = time.perf_counter(), PeakRss(server_pid)
     _wait(hc, stores.export(name=dest, body={
         "gcsDestination": {"uriPrefix": f"gs://{BUCKET}/direct-{tag}"}}).execute())
     steps["export"] = time.perf_counter() - began
-    peaks["export"] = rss.stop()
+    peaks["export"] = rss.stop(), rss.bound
     return time.perf_counter() - start, steps, peaks
 
 
@@ -307,21 +328,24 @@ def main() -> int:
             subprocess.run([airflow, "db", "migrate"], env=env, check=True,
                            capture_output=True)
             direct_s, direct_steps, dag_s, dag_rss = [], [], [], []
-            step_peaks: dict[str, int] = {}
-            server_direct, server_dag = 0, 0
+            step_peaks: dict[str, tuple[int, int]] = {}
+            server_direct, server_dag, bound_direct, bound_dag = 0, 0, 0, 0
             for i in range(args.repeat):
                 tag = f"{i}-{uuid.uuid4().hex[:4]}"
                 rss = PeakRss(server.proc.pid)
                 seconds, steps, peaks = direct(server.url, server.proc.pid, store, pixel,
                                                metadata, tag)
                 server_direct = max(server_direct, rss.stop())
-                for step, peak in peaks.items():
-                    step_peaks[step] = max(step_peaks.get(step, 0), peak)
+                bound_direct = max(bound_direct, rss.bound)
+                for step, (peak, bound) in peaks.items():
+                    was = step_peaks.get(step, (0, 0))
+                    step_peaks[step] = max(was[0], peak), max(was[1], bound)
                 direct_s.append(seconds)
                 direct_steps.append(steps)
                 rss = PeakRss(server.proc.pid)
                 seconds, peak, run = pipeline(env, store, args.sample, tag)
                 server_dag = max(server_dag, rss.stop())
+                bound_dag = max(bound_dag, rss.bound)
                 # The run's log beside the results: trigger and task timestamps.
                 log = out.with_suffix(f".run{i + 1}.log")
                 log.parent.mkdir(parents=True, exist_ok=True)
@@ -356,10 +380,13 @@ def main() -> int:
         "direct_ms_per_instance": d / instances * 1000,
         "pipeline_ms_per_instance": p / instances * 1000,
         "direct_step_median_s": steps_median,
-        "direct_step_server_peak_rss_mib": {k: v / 2**20 for k, v in step_peaks.items()},
+        "direct_step_server_peak_rss_mib": {k: v[0] / 2**20 for k, v in step_peaks.items()},
+        "direct_step_server_bound_mib": {k: v[1] / 2**20 for k, v in step_peaks.items()},
         "pipeline_peak_rss_mib": max(dag_rss) / 2**20,
         "server_peak_rss_mib": {"stow": stow_rss / 2**20, "direct": server_direct / 2**20,
                                 "pipeline": server_dag / 2**20},
+        # The sum of the server's live processes' high-water marks (PeakRss.bound).
+        "server_bound_mib": {"direct": bound_direct / 2**20, "pipeline": bound_dag / 2**20},
         "disk_mib": disk, "task_median_s": tasks, "sampled_modalities": sampled,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -372,18 +399,19 @@ def main() -> int:
     print(f"| STOW-RS, 20 per request | {stow_s:.1f} s | {stow_s / instances * 1000:.1f} ms | "
           f"server {stow_rss / 2**20:.0f} MiB |")
     print(f"| direct API script (peer) | {d:.1f} s | {d / instances * 1000:.1f} ms | "
-          f"server {server_direct / 2**20:.0f} MiB |")
+          f"server {server_direct / 2**20:.0f} MiB (bound {bound_direct / 2**20:.0f}) |")
     print(f"| `airflow dags test dicom_deidentify` | {p:.1f} s ({p / d:.2f}x) | "
           f"{p / instances * 1000:.1f} ms | Airflow {max(dag_rss) / 2**20:.0f} MiB, "
-          f"server {server_dag / 2**20:.0f} MiB |")
+          f"server {server_dag / 2**20:.0f} MiB (bound {bound_dag / 2**20:.0f}) |")
     print(f"\ndisk: source store {source_mib:.0f} MiB; at the end server "
           f"{disk['server_mib']:.0f} MiB, Cloud Storage {disk['gcs_mib']:.0f} MiB, "
           f"Airflow {disk['airflow_mib']:.0f} MiB")
     print("verification samples (all runs): " + ", ".join(
         f"{n} {m}" for m, n in sorted(sampled.items())) + " (US frames are OCR'd in "
         "Airflow's process)")
-    print("\ndirect script by step (median; the server's peak RSS in it): " + ", ".join(
-        f"{k} {v:.1f} s ({step_peaks[k] / 2**20:.0f} MiB)" for k, v in steps_median.items()))
+    print("\ndirect script by step (median; the server's peak RSS and bound in it): "
+          + ", ".join(f"{k} {v:.1f} s ({step_peaks[k][0] / 2**20:.0f} MiB, bound "
+                      f"{step_peaks[k][1] / 2**20:.0f})" for k, v in steps_median.items()))
     print("\nwhere the pipeline's time goes (median task duration):\n")
     print("| task | seconds |")
     print("| --- | ---: |")
