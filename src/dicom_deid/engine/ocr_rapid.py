@@ -32,8 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["JUDGE_CONFIDENCE", "LINE_SHARE", "STROKES", "TextLine", "available", "engine",
-           "engine_threads", "lone_stroke", "read_back", "read_lines", "reads", "recognise",
-           "share_cores"]
+           "lone_stroke", "read_back", "read_lines", "reads", "recognise", "share_cores"]
 
 _local = threading.local()
 _threads: int | None = None  # ONNX Runtime threads per session; None: all cores
@@ -97,11 +96,6 @@ def share_cores(processes: int) -> None:
     ``processes`` processes read frames at once (at least one thread)."""
     global _threads
     _threads = max(1, (os.cpu_count() or 1) // max(1, processes))
-
-
-def engine_threads() -> int | None:
-    """Threads per ONNX Runtime session of this process's engines (None: all cores)."""
-    return _threads
 
 
 def engine():  # noqa: ANN201 - RapidOCR's type
