@@ -10,6 +10,7 @@ store (getDICOMStoreMetrics and QIDO).
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -282,8 +283,6 @@ def test_each_worker_s_ocr_engine_uses_its_share_of_the_cores(processes: int) ->
     """Two workers each running ONNX Runtime on every core held more memory per frame
     and spent more CPU than with a thread each; the server's peak is set by two
     workers' frames at once. Each worker's sessions get cores // processes threads."""
-    import os
-
     share = max(1, (os.cpu_count() or 1) // processes)
     with workers.Pool(processes=processes) as pool:
         threads = pool.map(_engine_threads, range(processes), check=lambda: None)
