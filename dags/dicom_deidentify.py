@@ -9,6 +9,7 @@ deferrable Cloud Healthcare API operation per route) → **verify** a seeded sam
 source/destination pairs → **quality gate** (Great Expectations) → optional human
 **review** of the sampled pairs → **export** to Cloud Storage (deferrable) → **gate**
 the export → **manifest** beside the export, and an Asset event for the training handoff.
+Every Healthcare API operation takes a slot of the `healthcare_api` pool.
 
 The same DAG runs on Google Cloud and on the project's local Cloud Healthcare API
 server: the `google_cloud_default` connection's `api_endpoint` extra decides.
@@ -36,6 +37,8 @@ from dicom_deid_airflow.operators.healthcare import (
 from dicom_deid_airflow.operators.review import ReviewApprovalOperator
 from dicom_deid_airflow.params import DEFAULT_EXPORT_BUCKET, MIME_TYPES
 from dicom_deid_airflow.run_record import CALLBACKS
+
+from dicom_deid.pools import HEALTHCARE_POOL
 
 MANIFEST = Asset(name="dicom_deid_manifest", uri="dicom-deid://manifest")
 #: The connection every task uses: its ``api_endpoint`` extra picks Google or the local
@@ -230,6 +233,7 @@ with DAG(
                 config=routes[f"{name}_config"],
                 filter_uri=routes[f"{name}_filter_uri"],
                 gcp_conn_id=GCP_CONN_ID,
+                pool=HEALTHCARE_POOL,
                 deferrable=True,
             )
             for name in ("pixel", "metadata")
@@ -259,6 +263,7 @@ with DAG(
             uri_prefix=plan["export_prefix"],
             mime_type=plan["export_mime_type"],
             gcp_conn_id=GCP_CONN_ID,
+            pool=HEALTHCARE_POOL,
             deferrable=True,
         )
         published = export >> gate_export(plan) >> manifest(plan)

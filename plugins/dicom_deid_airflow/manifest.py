@@ -28,7 +28,7 @@ import itertools
 import logging
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from operator import attrgetter
@@ -54,6 +54,10 @@ _OBJECT = re.compile(
     r"(?:\.(?P<ext>dcm|png|jpg)|/(?P<frame>[0-9]+)\.(?P<fext>png|jpg))"
 )
 _MANIFEST_NAMES = ("manifest.parquet", "manifest.csv")
+#: Per-run manifests of an incremental export (``manifests/<run>.parquet``): beside the
+#: export, and not part of it (a UID never starts with a letter, so no study folder
+#: shares the name).
+DELTA_FOLDER = "manifests"
 
 # QIDO keywords the manifest is built from, and their tags in the DICOM JSON model.
 _TAGS = {
@@ -131,8 +135,9 @@ def iter_exported_objects(gcs: storage.Client, uri_prefix: str) -> Iterator[Expo
     location = parse_gs_uri(uri_prefix, "uri_prefix", prefix=True)
     lead = f"{location.name}/" if location.name else ""
     skip = {lead + name for name in _MANIFEST_NAMES}
+    deltas = f"{lead}{DELTA_FOLDER}/"
     for name, size in iter_objects(gcs, location.bucket, lead or None):
-        if name in skip or name.endswith("/"):
+        if name in skip or name.endswith("/") or name.startswith(deltas):
             continue
         m = _OBJECT.fullmatch(name[len(lead):])
         if m is None:
@@ -273,7 +278,8 @@ class _ManifestFile:
 
 
 def build_manifest(destination: DICOMwebClient, gcs: storage.Client, uri_prefix: str, *,
-                   out_format: str = "parquet") -> ManifestResult:
+                   out_format: str = "parquet", only: Container[str] | None = None,
+                   name: str | None = None) -> ManifestResult:
     """Write the manifest of the export under ``uri_prefix`` beside it; return its URI.
 
     One row per exported object (see :data:`MANIFEST_COLUMNS`): its ``gs://`` URI, its
@@ -281,7 +287,10 @@ def build_manifest(destination: DICOMwebClient, gcs: storage.Client, uri_prefix:
     ``out_format`` is ``"parquet"`` (typed columns, for training jobs) or ``"csv"``.
     The manifest is written to a local file a series at a time, then uploaded in one
     go, so a reader never sees half of it and the task's memory does not grow with the
-    export.
+    export. ``only`` keeps the objects of those SOP Instance UIDs (an incremental run's
+    delta), written as ``name`` (relative to the prefix) instead of ``manifest.<fmt>``.
+    The object's metadata carries its row count, so a later run can tell whether it is
+    current without reading it.
     """
     if out_format not in ("parquet", "csv"):
         raise ValueError("out_format must be 'parquet' or 'csv'")
@@ -294,8 +303,10 @@ def build_manifest(destination: DICOMwebClient, gcs: storage.Client, uri_prefix:
         # The listing comes in name order, so each series' objects come together: its
         # clinical attributes are asked for once (QIDO-RS), and only it is held.
         series_of = attrgetter("study", "series")
-        for (study, series), group in itertools.groupby(
-                iter_exported_objects(gcs, uri_prefix), key=series_of):
+        listing: Iterable[ExportedObject] = iter_exported_objects(gcs, uri_prefix)
+        if only is not None:
+            listing = (o for o in listing if o.instance in only)
+        for (study, series), group in itertools.groupby(listing, key=series_of):
             objects = list(group)
             meta = _series_metadata(destination, study, series) if study and series else {}
             manifest.add(_manifest_table(bucket, objects, meta))
@@ -304,9 +315,11 @@ def build_manifest(destination: DICOMwebClient, gcs: storage.Client, uri_prefix:
             instances.update(o.instance for o in objects if o.instance)
         manifest.close()
         out.seek(0)
-        name = f"{prefix}/manifest.{out_format}" if prefix else f"manifest.{out_format}"
-        gcs.bucket(bucket).blob(name).upload_from_file(out, content_type=_CONTENT_TYPES[
-            out_format])
+        name = name or f"manifest.{out_format}"
+        name = f"{prefix}/{name}" if prefix else name
+        blob = gcs.bucket(bucket).blob(name)
+        blob.metadata = {"rows": str(rows)}
+        blob.upload_from_file(out, content_type=_CONTENT_TYPES[out_format])
 
     result = ManifestResult(uri=f"gs://{bucket}/{name}", rows=rows, instances=len(instances),
                             missing_metadata=missing, format=out_format)

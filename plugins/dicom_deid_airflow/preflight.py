@@ -81,11 +81,13 @@ def _check_bucket(gcs: storage.Client, prefix: str, slug: str) -> str:
 
 
 def check_resources(plan: dict, hook: HealthcareHook, gcs: storage.Client,
-                    slug: str) -> dict[str, Any]:
+                    slug: str, *, reuse_destination: bool = False) -> dict[str, Any]:
     """Source, studies, destination and bucket checked; what was found, for the report.
 
     Nothing to de-identify (an empty source, a study filter that matches nothing) is a
     failure: a green run that did nothing would be read as a de-identified store.
+    ``reuse_destination`` accepts a destination that holds instances: an incremental
+    run adds to the store the earlier runs filled.
     """
     source, destination = plan["source_store"], plan["destination_store"]
     if not _store_exists(hook, source, "source_store"):
@@ -110,7 +112,7 @@ def check_resources(plan: dict, hook: HealthcareHook, gcs: storage.Client,
     held = 0
     if _store_exists(hook, destination, "destination_store_id"):
         held = hook.instance_count(destination)
-        if held and not plan["overwrite"]:
+        if held and not plan["overwrite"] and not reuse_destination:
             raise PreflightError(
                 f"destination_store_id: DICOM store {destination} already holds {held} "
                 "instances; choose another id or set overwrite to replace them")

@@ -71,7 +71,8 @@ class RunRef:
 
 
 def validate_run(params: dict, run: RunRef,
-                 render: Callable[[str], str] | None = None) -> dict:
+                 render: Callable[[str], str] | None = None, *,
+                 reuse_destination: bool = False) -> dict:
     """The ``validate`` task: params and profile (``params.validate_params``), then every
     resource the run needs (``preflight.check_resources``), before anything is created.
 
@@ -85,7 +86,7 @@ def validate_run(params: dict, run: RunRef,
     except ParamError as exc:
         raise AirflowFailException(str(exc)) from None
     found = check_resources(plan, run.hook(), storage_client(run.gcp_conn_id),
-                            run_slug(run.run_id))
+                            run_slug(run.run_id), reuse_destination=reuse_destination)
     log.info("Destination store: %s; export folder: %s; profile %s%s",
              plan["destination_store"], plan["export_prefix"], plan["profile"],
              " (dry run: nothing will be created)" if plan["dry_run"] else "")
@@ -245,6 +246,9 @@ def write_manifest(plan: dict, run: RunRef) -> dict:
     """The manifest beside the export (Parquet), as ``manifest.build_manifest`` writes it."""
     result = build_manifest(run.hook().dicomweb_client(plan["destination_store"]),
                             storage_client(run.gcp_conn_id), plan["export_prefix"])
+    from dicom_deid_airflow.lineage import report_manifest_lineage
+
+    report_manifest_lineage(result.uri, plan["export_prefix"])  # OpenLineage, if configured
     return result.to_dict()
 
 

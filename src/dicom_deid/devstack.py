@@ -10,9 +10,11 @@ so that ``demo`` and ``up`` share it without importing each other.
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -426,6 +428,24 @@ def _write_loopback_hook(home: Path) -> None:
     path.write_text(_LOOPBACK_HOOK)
 
 
+#: The file in the Airflow home that holds the local stack's crypto key (see
+#: ``dicom_deid_airflow.crypto_key``); a deployment keeps it in a secrets backend.
+CRYPTO_KEY_FILE = "dicom-deid-crypto.key"
+CRYPTO_KEY_ENV = "AIRFLOW_VAR_DICOM_DEID_CRYPTO_SECRET"
+
+
+def crypto_secret(home: Path) -> str:
+    """The local stack's crypto key (base64, 32 random bytes), created once per Airflow
+    home and kept: incremental runs agree with each other only under one key."""
+    path = home / CRYPTO_KEY_FILE
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+    return path.read_text().strip()
+
+
 def airflow_env(home: Path, server_url: str, gcs_host: str, *, api_port: int | None = None,
                 worker_log_port: int | None = None,
                 trigger_log_port: int | None = None) -> dict[str, str]:
@@ -433,7 +453,8 @@ def airflow_env(home: Path, server_url: str, gcs_host: str, *, api_port: int | N
     real deployment would set (the server's URL as the connection's ``api_endpoint``,
     ``STORAGE_EMULATOR_HOST``), so what works here works on Google Cloud with another
     connection. The venv's ``bin/`` is on ``PATH`` because Airflow starts its
-    components as ``airflow`` subprocesses.
+    components as ``airflow`` subprocesses. The crypto key of incremental runs comes as
+    a Variable from the environment (``crypto_secret``), as a secrets backend serves it.
 
     Everything Airflow listens on is on 127.0.0.1: the API server (``[api] host``), the
     scheduler's health check server if enabled, and the log servers, through the
@@ -465,5 +486,6 @@ def airflow_env(home: Path, server_url: str, gcs_host: str, *, api_port: int | N
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+        CRYPTO_KEY_ENV: crypto_secret(home),
         **ports,
     }

@@ -49,6 +49,7 @@ from .devstack import (
     terminate_processes,
 )
 from .gcs import client as gcs_client
+from .pools import pool_command
 
 PARENT = "projects/demo/locations/local"
 SERVER_PORT, GCS_PORT = 8090, 9023
@@ -255,6 +256,14 @@ def _claim(record: Path, down_command: str) -> None:
     record.unlink(missing_ok=True)
 
 
+def prepare_airflow(env: dict[str, str]) -> None:
+    """The metadata DB migrated and the Healthcare API pool created before Airflow
+    starts, so the first scheduled run finds its pool (``dicom_deid.pools``)."""
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    for command in ([airflow, "db", "migrate"], pool_command(airflow)):
+        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
 def up(work: Path, *, airflow_port: int = AIRFLOW_PORT, server_port: int = SERVER_PORT,
        gcs_port: int = GCS_PORT, worker_log_port: int = WORKER_LOG_PORT,
        trigger_log_port: int = TRIGGER_LOG_PORT) -> int:
@@ -287,6 +296,7 @@ def up(work: Path, *, airflow_port: int = AIRFLOW_PORT, server_port: int = SERVE
                 env = airflow_env(work / "home", server.url, gcs.host, api_port=airflow_port,
                                   worker_log_port=worker_log_port,
                                   trigger_log_port=trigger_log_port)
+                prepare_airflow(env)
                 # A session of its own: Ctrl-C in the terminal reaches this process, which
                 # stops standalone's whole group; standalone alone would leave its
                 # components running on SIGTERM.

@@ -70,3 +70,31 @@ def test_every_deidentify_task_links_to_the_run_report(dagbag) -> None:
     for task in dag.tasks:
         links = OperatorSerialization.serialize_operator(task).get("_operator_extra_links")
         assert "Run report" in (links or {}), task.task_id
+
+
+def test_the_incremental_dag_is_scheduled_and_its_runs_never_overlap(dagbag) -> None:
+    dag = dagbag.dags["dicom_deidentify_incremental"]
+    assert dag.timetable.expression == "0 0 * * *"  # @daily
+    assert dag.max_active_runs == 1
+    assert dag.catchup is False
+    assert dag.params["profile"] == "longitudinal"
+
+
+def test_every_healthcare_api_operation_takes_a_slot_of_the_pool(dagbag) -> None:
+    from dicom_deid_airflow.operators.healthcare import HealthcareOperationOperator
+
+    from dicom_deid.pools import HEALTHCARE_POOL
+
+    operations = [(dag_id, t) for dag_id, dag in dagbag.dags.items() for t in dag.tasks
+                  if isinstance(t, HealthcareOperationOperator)]
+    assert len(operations) >= 6
+    assert [(d, t.task_id) for d, t in operations if t.pool != HEALTHCARE_POOL] == []
+
+
+def test_the_schedule_comes_from_the_variable_when_set(monkeypatch) -> None:  # noqa: ANN001
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AIRFLOW_VAR_DICOM_DEID_INCREMENTAL_SCHEDULE", "0 2 * * *")
+    bag = DagBag(dag_folder=str(DAGS / "dicom_deidentify_incremental.py"))
+    assert bag.import_errors == {}
+    assert bag.dags["dicom_deidentify_incremental"].timetable.expression == "0 2 * * *"

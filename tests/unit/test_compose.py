@@ -60,3 +60,13 @@ def test_every_published_port_is_on_loopback_only(compose: dict) -> None:
     for name, ports in published.items():
         for port in ports:
             assert isinstance(port, str) and port.startswith("127.0.0.1:"), (name, port)
+
+
+def test_init_creates_the_healthcare_api_pool_that_the_dags_name(compose: dict) -> None:
+    """The pool of ``dicom_deid.pools``, with its slots and counting deferred tasks."""
+    from dicom_deid.pools import pool_command
+
+    script = "\n".join(compose["services"]["airflow-init"]["command"])
+    expected = pool_command()
+    assert f'airflow pools set {expected[3]} {expected[4]} "{expected[5]}" ' \
+           "--include-deferred" in script

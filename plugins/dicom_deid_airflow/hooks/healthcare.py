@@ -355,10 +355,12 @@ class HealthcareHook(GoogleBaseHook):
                                        labels=labels)[0]
 
     def ensure_dicom_store(self, dataset_name: str, store_id: str, *,
-                           overwrite: bool = False,
-                           labels: dict[str, str] | None = None) -> tuple[dict, bool]:
+                           overwrite: bool = False, labels: dict[str, str] | None = None,
+                           reuse_nonempty: bool = False) -> tuple[dict, bool]:
         """:meth:`create_dicom_store`, also saying whether this call created the store
-        (``True``) or reused an empty one: a run deletes only a store it created."""
+        (``True``) or reused an empty one: a run deletes only a store it created.
+        ``reuse_nonempty`` reuses a store that holds instances too (an incremental
+        destination)."""
         name = f"{dataset_name}/dicomStores/{store_id}"
         body = {"labels": labels} if labels else {}
 
@@ -378,8 +380,9 @@ class HealthcareHook(GoogleBaseHook):
             count = self.count_instances(name)
         except MetricsNotReady:
             count = None
-        if count == 0:
-            self.log.info("DICOM store %s already exists and is empty; reusing it", name)
+        if count == 0 or reuse_nonempty:
+            self.log.info("DICOM store %s already exists and %s; reusing it", name,
+                          "is empty" if count == 0 else "is the run's long-lived destination")
             return self.get_dicom_store(name), False
         held = f"{count} instances" if count else "instances (found by search)"
         if not overwrite:
@@ -497,17 +500,21 @@ class HealthcareHook(GoogleBaseHook):
         return operation["name"]
 
     def export_dicom_store(self, name: str, uri_prefix: str, *,
-                           mime_type: str | None = None) -> str:
+                           mime_type: str | None = None, filter_uri: str | None = None) -> str:
         """Start ``dicomStores.export`` to ``gs://`` ``uri_prefix``; returns the operation name.
 
         ``mime_type`` picks the format (e.g. ``application/dicom; transfer-syntax=...``);
-        the API's default is the stored DICOM.
+        the API's default is the stored DICOM. ``filter_uri`` is
+        ``filterConfig.resourcePathsGcsUri``: only the resources it lists are exported.
         """
         destination: dict[str, Any] = {"uriPrefix": uri_prefix}
         if mime_type:
             destination["mimeType"] = mime_type
+        body: dict[str, Any] = {"gcsDestination": destination}
+        if filter_uri:
+            body["filterConfig"] = {"resourcePathsGcsUri": filter_uri}
         operation = self._execute(
-            self._stores().export(name=name, body={"gcsDestination": destination}),
+            self._stores().export(name=name, body=body),
             f"export DICOM store {name} to {uri_prefix}")
         self.log.info("Started export %s: %s -> %s", operation["name"], name, uri_prefix)
         return operation["name"]

@@ -49,6 +49,7 @@ from dicom_deid_airflow.links import HealthcareDicomStoreLink, HealthcareOperati
 from dicom_deid_airflow.triggers.healthcare import HealthcareOperationTrigger
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 #: task_state_store key (and XCom key) holding the running operation's name.
@@ -147,6 +148,8 @@ class HealthcareCreateDicomStoreOperator(HealthcareBaseOperator):
         ``dataset_id`` (and optionally ``project_id``, default: the connection's project).
     :param overwrite: replace a non-empty store (templated; "True"/"False" accepted).
     :param labels: labels for a newly created store.
+    :param reuse_nonempty: keep and reuse a store that already holds instances: the
+        long-lived destination of incremental runs, which each add to it.
     """
 
     template_fields: Sequence[str] = (
@@ -157,8 +160,12 @@ class HealthcareCreateDicomStoreOperator(HealthcareBaseOperator):
     def __init__(self, *, store_id: str, dataset_name: str | None = None,
                  location: str | None = None, dataset_id: str | None = None,
                  project_id: str | None = None, overwrite: bool | str = False,
-                 labels: dict[str, str] | None = None, **kwargs: Any) -> None:
+                 labels: dict[str, str] | None = None, reuse_nonempty: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if reuse_nonempty and overwrite is True:
+            raise ValueError("reuse_nonempty and overwrite exclude each other")
+        self.reuse_nonempty = reuse_nonempty
         if not dataset_name and not (location and dataset_id):
             raise ValueError("give dataset_name, or location and dataset_id")
         self.store_id = store_id
@@ -179,7 +186,7 @@ class HealthcareCreateDicomStoreOperator(HealthcareBaseOperator):
         dataset = hook.create_dataset(project, location, dataset_id)["name"]
         store, created = hook.ensure_dicom_store(
             dataset, self.store_id, overwrite=_as_bool(self.overwrite, "overwrite"),
-            labels=self.labels)
+            labels=self.labels, reuse_nonempty=self.reuse_nonempty)
         HealthcareDicomStoreLink.persist(context, endpoint=hook.api_endpoint, name=store["name"])
         # Whether this run made the store: a failed run deletes only a store it made.
         context["ti"].xcom_push(key=CREATED_KEY, value=created)
@@ -369,6 +376,11 @@ class HealthcareDeidentifyDicomStoreOperator(HealthcareOperationOperator):
     :param filter_uri: ``gs://`` file of ``/studies/...`` paths to restrict the
         de-identification to (``filterConfig.resourcePathsGcsUri``; templated).
     :param max_failures: instances allowed to fail (default 0; templated).
+    :param crypto_key_variable: an Airflow Variable holding a base64 AES key, put into
+        the request's date-shift and crypto-hash transformations that name no key of
+        their own (``crypto_key``): runs that share it agree on every patient's date
+        shift, where Google would draw a new key per operation. Read when the request
+        is sent, so the key never reaches a rendered template, an XCom or a log.
     """
 
     template_fields: Sequence[str] = (
@@ -377,12 +389,14 @@ class HealthcareDeidentifyDicomStoreOperator(HealthcareOperationOperator):
     template_fields_renderers = {"config": "json"}
 
     def __init__(self, *, source_store: str, destination_store: str, config: dict | str,
-                 filter_uri: str | None = None, **kwargs: Any) -> None:
+                 filter_uri: str | None = None, crypto_key_variable: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.source_store = source_store
         self.destination_store = destination_store
         self.config = config
         self.filter_uri = filter_uri
+        self.crypto_key_variable = crypto_key_variable
 
     def _search_dirs(self) -> list[Path]:
         dirs = []
@@ -393,6 +407,20 @@ class HealthcareDeidentifyDicomStoreOperator(HealthcareOperationOperator):
 
     def submit(self, context: Context) -> str:
         config = load_config(self.config, self._search_dirs())
+        if self.crypto_key_variable:
+            from dicom_deid_airflow.crypto_key import (
+                CryptoKeyError,
+                read_crypto_key,
+                with_crypto_key,
+            )
+
+            if not isinstance(config, dict):
+                raise AirflowFailException("crypto_key_variable needs the config as a dict, "
+                                           "not a gs:// URI (the key is added to the request)")
+            try:
+                config = with_crypto_key(config, read_crypto_key(self.crypto_key_variable))
+            except CryptoKeyError as exc:
+                raise AirflowFailException(str(exc)) from None
         return self.hook.deidentify_dicom_store(self.source_store, self.destination_store,
                                                 config, filter_uri=self.filter_uri or None)
 
@@ -402,6 +430,15 @@ class HealthcareDeidentifyDicomStoreOperator(HealthcareOperationOperator):
     def summary(self, operation: str, success: int, failure: int) -> dict:
         return {"operation": operation, "success": success, "failure": failure,
                 "destination": self.destination_store}
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage (sent only with a transport configured): the source store in, the
+        destination store out; names from ``dicom_deid_airflow.lineage``."""
+        from dicom_deid_airflow.lineage import dicom_store_dataset_id, operator_lineage
+
+        endpoint = self.hook.api_endpoint
+        return operator_lineage([dicom_store_dataset_id(endpoint, self.source_store)],
+                                [dicom_store_dataset_id(endpoint, self.destination_store)])
 
 
 class HealthcareExportDicomStoreOperator(HealthcareOperationOperator):
@@ -413,22 +450,28 @@ class HealthcareExportDicomStoreOperator(HealthcareOperationOperator):
     :param uri_prefix: ``gs://bucket/prefix`` (templated).
     :param mime_type: export format, e.g. ``application/dicom`` or ``image/png``; the
         API's default is the stored DICOM (templated).
+    :param filter_uri: ``gs://`` file of ``/studies/...`` paths to export only those
+        (``filterConfig.resourcePathsGcsUri``; templated): an incremental run exports
+        what it added into the folder that already holds the earlier runs' objects.
     :param max_failures: instances allowed to fail (default 0; templated).
     """
 
     template_fields: Sequence[str] = (
-        *HealthcareOperationOperator.template_fields, "store", "uri_prefix", "mime_type")
+        *HealthcareOperationOperator.template_fields, "store", "uri_prefix", "mime_type",
+        "filter_uri")
 
     def __init__(self, *, store: str, uri_prefix: str, mime_type: str | None = None,
-                 **kwargs: Any) -> None:
+                 filter_uri: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.store = store
         self.uri_prefix = uri_prefix
         self.mime_type = mime_type
+        self.filter_uri = filter_uri
 
     def submit(self, context: Context) -> str:
         return self.hook.export_dicom_store(self.store, self.uri_prefix,
-                                            mime_type=self.mime_type or None)
+                                            mime_type=self.mime_type or None,
+                                            filter_uri=self.filter_uri or None)
 
     def store_for_link(self) -> str:
         return self.store
@@ -436,6 +479,18 @@ class HealthcareExportDicomStoreOperator(HealthcareOperationOperator):
     def summary(self, operation: str, success: int, failure: int) -> dict:
         return {"operation": operation, "success": success, "failure": failure,
                 "store": self.store, "uri_prefix": self.uri_prefix}
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage (sent only with a transport configured): the store in, the
+        ``gs://`` export prefix out; names from ``dicom_deid_airflow.lineage``."""
+        from dicom_deid_airflow.lineage import (
+            dicom_store_dataset_id,
+            gcs_dataset_id,
+            operator_lineage,
+        )
+
+        return operator_lineage([dicom_store_dataset_id(self.hook.api_endpoint, self.store)],
+                                [gcs_dataset_id(self.uri_prefix)])
 
 
 class HealthcareImportDicomStoreOperator(HealthcareOperationOperator):
@@ -469,3 +524,16 @@ class HealthcareImportDicomStoreOperator(HealthcareOperationOperator):
     def summary(self, operation: str, success: int, failure: int) -> dict:
         return {"operation": operation, "success": success, "failure": failure,
                 "store": self.store, "uri": self.uri}
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage (sent only with a transport configured): the ``gs://`` files in
+        (a wildcard URI names its folder), the store out; names from
+        ``dicom_deid_airflow.lineage``."""
+        from dicom_deid_airflow.lineage import (
+            dicom_store_dataset_id,
+            gcs_dataset_id,
+            operator_lineage,
+        )
+
+        return operator_lineage([gcs_dataset_id(self.uri)],
+                                [dicom_store_dataset_id(self.hook.api_endpoint, self.store)])

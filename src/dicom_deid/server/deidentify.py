@@ -27,31 +27,21 @@ import secrets
 import sqlite3
 from pathlib import Path
 
-import requests
-from google.api_core import exceptions as gexc
-from google.cloud.storage.retry import DEFAULT_RETRY
-
 from ..api_schema import ConfigError, validate
 from ..engine.instance import DeidentifyError, deidentify_file
 from ..engine.plan import Plan, build_plan
 from ..engine.reading import UnreadableInstance
-from . import errors, ingest, operations, resources, workers
+from . import errors, ingest, operations, resource_filter, resources, workers
 from .names import DatasetName, StoreName, dataset_name, store_name
 from .resources import store_pk
 from .state import ServerState
-from .transfer import client, split_uri
 
 METHOD = "google.cloud.healthcare.v1.dicom.DicomService.DeidentifyDicomStore"
 DATASET_METHOD = "google.cloud.healthcare.v1.dataset.DatasetService.DeidentifyDataset"
 RESPONSE = "type.googleapis.com/google.cloud.healthcare.v1.deidentify.DeidentifySummary"
 _STORE = re.compile(r"projects/([^/]+)/locations/([^/]+)/datasets/([^/]+)/dicomStores/([^/]+)")
 _DATASET = re.compile(r"projects/([^/]+)/locations/([^/]+)/datasets/([^/]+)")
-_PATH = re.compile(r"/?studies/([0-9.]+)(?:/series/([0-9.]+)(?:/instances/([0-9.]+))?)?/?")
 _BATCH = 32
-#: A request that reads a config or filter object from Cloud Storage waits this long
-#: at most, and reads this much at most (a filter of 100,000 instance paths is ~20 MB).
-_GCS_DEADLINE_S = 10.0
-_GCS_TEXT_MAX_BYTES = 64 * 2**20
 
 
 @functools.lru_cache(maxsize=8)
@@ -65,67 +55,22 @@ def server_key(data_dir: Path) -> bytes:
     return base64.b64decode(path.read_text().strip())
 
 
-def _gcs_text(uri: str, field: str) -> str:
-    """A config or filter object, read while the request waits: so within a deadline
-    (the client's default retries for two minutes, which held a request ~100 s on an
-    object the storage answered with errors) and up to a size."""
-    bucket_name, path = split_uri(uri, field)
-    try:
-        data = client().bucket(bucket_name).blob(path).download_as_bytes(
-            end=_GCS_TEXT_MAX_BYTES, timeout=_GCS_DEADLINE_S,
-            retry=DEFAULT_RETRY.with_timeout(_GCS_DEADLINE_S))
-    except gexc.NotFound:
-        raise errors.not_found(f"{field}: object not found") from None
-    except (gexc.GoogleAPIError, requests.RequestException):
-        raise errors.ApiError(503, f"{field}: the object could not be read from Cloud "
-                                   f"Storage within {_GCS_DEADLINE_S:g} s") from None
-    if len(data) > _GCS_TEXT_MAX_BYTES:
-        raise errors.invalid(f"{field}: the object is larger than "
-                             f"{_GCS_TEXT_MAX_BYTES // 2**20} MB")
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        raise errors.invalid(f"{field}: the object is not UTF-8 text") from None
-
-
 def _config(body: dict) -> dict:
     if "config" in body and "gcsConfigUri" in body:
         raise errors.invalid("only one of config and gcsConfigUri can be specified")
     if "gcsConfigUri" not in body:
         return body.get("config") or {}
     try:
-        config = json.loads(_gcs_text(body["gcsConfigUri"], "gcsConfigUri"))
+        config = json.loads(resource_filter.gcs_text(body["gcsConfigUri"], "gcsConfigUri"))
     except ValueError:
         raise errors.invalid("gcsConfigUri: the object is not JSON") from None
     return config
 
 
-def _filters(uri: str) -> list[tuple[str, str | None, str | None]]:
-    out = []
-    for n, line in enumerate(_gcs_text(uri, "filterConfig.resourcePathsGcsUri").splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        m = _PATH.fullmatch(line)
-        if not m:
-            raise errors.invalid(f"filterConfig.resourcePathsGcsUri: line {n} is not "
-                                 "/studies/{uid}[/series/{uid}[/instances/{uid}]]")
-        out.append((m[1], m[2], m[3]))
-    return out
-
-
 def _rows(state: ServerState, pk: int, filters: list | None) -> list:
     sql = ("SELECT pk, study_uid, series_uid, sop_uid, path FROM instances WHERE store=? "
            "ORDER BY pk")
-    rows = state.catalog.read(sql, (pk,))
-    if filters is None:
-        return rows
-    studies = {f[0] for f in filters if f[1] is None}
-    series = {(f[0], f[1]) for f in filters if f[1] is not None and f[2] is None}
-    instances = {f for f in filters if f[2] is not None}
-    return [r for r in rows if r["study_uid"] in studies
-            or (r["study_uid"], r["series_uid"]) in series
-            or (r["study_uid"], r["series_uid"], r["sop_uid"]) in instances]
+    return resource_filter.select(state.catalog.read(sql, (pk,)), filters)
 
 
 def _one(args: tuple[str, str, Plan]) -> str | None:
@@ -214,8 +159,7 @@ def start(state: ServerState, source: StoreName, body: dict) -> dict:
     if dest_pk == src_pk:
         raise errors.invalid("the destination store must differ from the source store")
     plan = _plan(state, body)
-    uri = (body.get("filterConfig") or {}).get("resourcePathsGcsUri")
-    filters = _filters(uri) if uri else None
+    filters = resource_filter.read_filter(body)
 
     def job(progress: operations.Progress) -> dict:
         rows = _rows(state, src_pk, filters)

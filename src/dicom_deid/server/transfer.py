@@ -13,9 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 import re2
 from google.api_core import exceptions as gexc
 
-from ..gcs import GcsUriError, client, iter_objects, parse_gs_uri
-from . import errors, ingest, operations, pixels
+from ..gcs import client, iter_objects
+from . import errors, ingest, operations, pixels, resource_filter
 from .names import StoreName
+from .resource_filter import split_uri
 from .resources import check_schema, store_pk
 from .state import ServerState
 
@@ -24,15 +25,6 @@ EXPORT_METHOD = "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData"
 _UPLOAD_THREADS = 4
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
-
-
-def split_uri(uri: str, what: str) -> tuple[str, str]:
-    """Bucket and object path of a request's ``gs://`` URI; 400 naming ``what``."""
-    try:
-        location = parse_gs_uri(uri, what)
-    except GcsUriError as exc:
-        raise errors.invalid(str(exc)) from None
-    return location.bucket, location.name
 
 
 def _pattern(path: str) -> re2._Regexp:
@@ -153,6 +145,9 @@ def start_export(state: ServerState, store: StoreName, body: dict) -> dict:
     kind, ts = _export_format(dest.get("mimeType"))
     if ts is not None and ts not in pixels.UNCOMPRESSED:
         raise errors.invalid(f"export to transfer syntax {ts} is not supported")
+    # The same filter as de-identification's: an incremental export writes only the
+    # instances a run added, into the folder that holds the earlier runs' objects.
+    filters = resource_filter.read_filter(body)
 
     def job(progress: operations.Progress) -> dict:
         gcs = client()
@@ -162,9 +157,9 @@ def start_export(state: ServerState, store: StoreName, body: dict) -> dict:
                 raise errors.not_found(f"bucket {bucket_name} not found")
         except gexc.Forbidden:
             raise errors.ApiError(403, f"no access to bucket {bucket_name}") from None
-        rows = state.catalog.read(
+        rows = resource_filter.select(state.catalog.read(
             "SELECT pk, study_uid, series_uid, sop_uid, path, transfer_syntax, number_of_frames "
-            "FROM instances WHERE store=? ORDER BY pk", (pk,))
+            "FROM instances WHERE store=? ORDER BY pk", (pk,)), filters)
         progress.expect(len(rows))
 
         def one(row: object) -> None:
