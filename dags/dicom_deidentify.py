@@ -30,6 +30,7 @@ from airflow.sdk import DAG, Asset, Param, TaskGroup, task
 from dicom_deid_airflow.configs import profile_descriptions, profiles
 from dicom_deid_airflow.links import add_run_report_link
 from dicom_deid_airflow.operators.healthcare import (
+    HEALTHCARE_POOL,
     HealthcareCreateDicomStoreOperator,
     HealthcareDeidentifyDicomStoreOperator,
     HealthcareExportDicomStoreOperator,
@@ -37,8 +38,6 @@ from dicom_deid_airflow.operators.healthcare import (
 from dicom_deid_airflow.operators.review import ReviewApprovalOperator
 from dicom_deid_airflow.params import DEFAULT_EXPORT_BUCKET, MIME_TYPES
 from dicom_deid_airflow.run_record import CALLBACKS
-
-from dicom_deid.pools import HEALTHCARE_POOL
 
 MANIFEST = Asset(name="dicom_deid_manifest", uri="dicom-deid://manifest")
 #: The connection every task uses: its ``api_endpoint`` extra picks Google or the local

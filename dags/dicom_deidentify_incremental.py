@@ -31,14 +31,13 @@ from dicom_deid_airflow.configs import profile_descriptions, profiles
 from dicom_deid_airflow.crypto_key import CRYPTO_KEY_VARIABLE
 from dicom_deid_airflow.links import add_run_report_link
 from dicom_deid_airflow.operators.healthcare import (
+    HEALTHCARE_POOL,
     HealthcareCreateDicomStoreOperator,
     HealthcareDeidentifyDicomStoreOperator,
     HealthcareExportDicomStoreOperator,
 )
 from dicom_deid_airflow.params import DEFAULT_EXPORT_BUCKET
 from dicom_deid_airflow.run_record import CALLBACKS
-
-from dicom_deid.pools import HEALTHCARE_POOL
 
 MANIFEST = Asset(name="dicom_deid_manifest", uri="dicom-deid://manifest")
 GCP_CONN_ID = "google_cloud_default"

@@ -49,6 +49,8 @@ class Sections:
     handoff: str = ""
     pairs: list[Any] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: One row per operation the run started: task, operation name, audit log URL.
+    audit: list[dict[str, str]] = field(default_factory=list)
 
 
 
@@ -78,6 +80,15 @@ def _banner(banner: Banner) -> str:
             f"style='background:{_COLOURS.get(banner.status, '#eee')}'>"
             f"<h2>{_e(banner.headline)}</h2><p>{_e(banner.detail)}</p>"
             f"{f'<ul>{failures}</ul>' if failures else ''}</section>")
+
+
+def _audit(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return "<p>No operation was started.</p>"
+    body = "".join(f"<tr><td>{_e(r['task'])}</td><td>{_e(r['operation'])}</td>"
+                   f"<td><a href='{_e(r['url'])}'>audit log entries</a></td></tr>"
+                   for r in rows)
+    return f"<table><tr><th>task</th><th>operation</th><th></th></tr>{body}</table>"
 
 
 def _tasks(rows: list[dict[str, Any]]) -> str:
@@ -177,6 +188,7 @@ figure img{{margin-right:4px}}</style>
 <h1>{_e(title)}</h1>{_banner(sections.banner)}
 <p class=written>Written {_e(written)}.</p>
 <h2>Resources</h2>{_table(sections.resources)}
+<h2>Audit trail</h2>{_audit(sections.audit)}
 <h2>Params as used</h2>{_table(sections.params)}
 <h2>Tasks</h2>{_tasks(sections.tasks)}
 <h2>Counts</h2>{_table(sections.counts)}

@@ -41,6 +41,9 @@ OPERATION_TASKS = ("deidentify_pixel", "deidentify_metadata", "export")
 RESOURCES = (("source store", "source_store"), ("destination store", "destination_store"),
              ("export folder", "export_prefix"))
 FAILED_STATES = ("failed", "upstream_failed")
+#: What an incremental run's plan found (``incremental_steps.plan_increment``).
+INCREMENT_COUNTS = ("instances", "studies", "waiting_series", "done_before",
+                    "pending_export")
 _PAIRS = 6
 
 
@@ -99,7 +102,7 @@ def _pull(context: dict, task_id: str, key: str = "return_value") -> Any:
 
 
 def _banner(run: RunRef, states: dict[str, str], outcomes: dict[str, dict], final: bool,
-            dry_run: bool) -> Banner:
+            dry_run: bool, increment: dict | None = None) -> Banner:
     failed = [t for t, s in states.items() if s == "failed"]
     if failed:
         items = []
@@ -116,8 +119,34 @@ def _banner(run: RunRef, states: dict[str, str], outcomes: dict[str, dict], fina
     if dry_run and states.get("unless_dry_run") == "success":
         return Banner("dry-run", "Dry run: validated and routed, nothing created",
                       "The routing and the cost estimate below are what a real run would do.")
+    if increment is not None and not increment.get("work") and \
+            states.get("unless_nothing_new") == "success":
+        return Banner("succeeded", "Nothing new", "The source holds no instance the ledger "
+                      "does not, and the export folder lacks none: nothing was de-identified "
+                      "or exported.")
+    if increment is not None:
+        return Banner("succeeded", "Run succeeded", f"{increment.get('instances', 0)} new "
+                      "instances de-identified, verified, gated and committed to the "
+                      "ledger; the export and the manifest extended.")
     return Banner("succeeded", "Run succeeded", "De-identified, verified, gated, exported "
                   "and handed off.")
+
+
+def _audit_rows(context: dict, run: RunRef) -> list[dict[str, str]]:
+    """Each operation the run started, with the link to its audit log entries."""
+    from dicom_deid_airflow.audit_links import audit_log_url
+    from dicom_deid_airflow.operators.healthcare import OPERATION_KEY
+
+    rows = []
+    endpoint = None
+    for task_id in OPERATION_TASKS:
+        name = _pull(context, task_id, OPERATION_KEY)
+        if not name:
+            continue
+        endpoint = endpoint if endpoint is not None else run.hook().api_endpoint
+        rows.append({"task": task_id, "operation": name,
+                     "url": audit_log_url(endpoint, name)})
+    return rows
 
 
 def _tasks(dag_task_ids: list[str], states: dict[str, str],
@@ -206,7 +235,9 @@ def write_run_report(context: dict, run: RunRef, *, final: bool = True) -> dict[
 
     states = attempt("task states", lambda: _states(context, run)) or {}
     states.pop(context["ti"].task_id, None)
-    sections.banner = _banner(run, states, outcomes, final, bool(plan.get("dry_run")))
+    increment = _pull(context, "plan_increment") if "plan_increment" in dag_tasks else None
+    sections.banner = _banner(run, states, outcomes, final, bool(plan.get("dry_run")),
+                              increment)
     sections.tasks = _tasks([t for t in dag_tasks if t != context["ti"].task_id], states,
                             outcomes)
     sections.resources = {label: plan.get(key) or "(not resolved: validate did not pass)"
@@ -225,12 +256,16 @@ def write_run_report(context: dict, run: RunRef, *, final: bool = True) -> dict[
         counts["config digest"] = config_digest(plan["config"]) if plan.get("config") else "-"
     if plan.get("source_instances") is not None:
         counts["source instances"] = plan["source_instances"]
+    for key in INCREMENT_COUNTS:
+        if increment and key in increment:
+            counts[f"increment: {key.replace('_', ' ')}"] = increment[key]
     for task_id in OPERATION_TASKS:
         result = _pull(context, task_id) or {}
         for key in ("success", "failure"):
             if key in result:
                 counts[f"{task_id} {key}"] = int(result[key])
     sections.counts = counts
+    sections.audit = attempt("audit trail", lambda: _audit_rows(context, run)) or []
     estimate_path = out / "estimate.json"
     if estimate_path.exists():
         sections.estimate = attempt("cost estimate",

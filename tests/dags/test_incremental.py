@@ -13,8 +13,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import html
 import io
 import json
+import re
 import sqlite3
 import subprocess
 import threading
@@ -24,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 import pydicom
 import pytest
+import requests
 from dicom_deid_airflow.report_paths import path_segment
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
@@ -207,6 +210,24 @@ def test_three_runs_over_a_growing_store_deidentify_each_instance_once(
     assert not {"20240110", "20240226"} & {d for d, _ in patient}
     ids = {pid for d, pid in patient}
     assert len(ids) == 1 and PATIENT not in ids
+
+    # The report links each operation of the run to its audit log entries: the call
+    # that started it (one entry) and the polls that read it, naming the stores.
+    report = Path(env["DICOM_DEID_REPORTS"]) / DAG_ID / path_segment(
+        _run_id(env, "2026-12-02")) / "report.html"
+    links = re.findall(r"href='([^']*auditLogs/entries[^']*)'", report.read_text())
+    assert len(links) == 3, links  # pixel, metadata, export
+    for link in links:
+        entries = requests.get(html.unescape(link), timeout=30).json()["entries"]
+        first = [e for e in entries if e["operation"].get("first")]
+        assert len(first) == 1, first
+        method = first[0]["protoPayload"]["methodName"]
+        assert method.endswith(("DeidentifyDicomStore", "ExportDicomData")), method
+        assert first[0]["protoPayload"]["resourceName"] in (source, destination)
+        assert all(e["operation"]["id"] == first[0]["operation"]["id"] for e in entries)
+    audit = b"".join(p.read_bytes() for p in (server.data_dir / "audit").glob("*.log*"))
+    assert [m for m in markers if m.encode() in audit] == []
+    assert first_study.encode() not in audit and PATIENT.encode() not in audit
 
     # Three committed ledger records, holding digests only.
     ledger = {n: gcs_client("test").bucket(BUCKET).blob(n).download_as_text()

@@ -39,6 +39,8 @@ from airflow.sdk import BaseOperator, ResumableJobMixin
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+# The pool the DAGs give every operation task (DAGs import the library only through here).
+from dicom_deid.pools import HEALTHCARE_POOL as HEALTHCARE_POOL
 from dicom_deid_airflow.hooks.healthcare import (
     HealthcareApiError,
     HealthcareHook,
