@@ -107,6 +107,10 @@ class Increment:
     series: dict[str, list[str]] = field(default_factory=dict)
     studies: set[str] = field(default_factory=set)
     waiting_series: int = 0
+    #: Per route, the series that have new instances: (study, series, modality, new
+    #: instances, instances in the series), for the cost estimate.
+    parts: dict[str, list[tuple[str, str, str, int, int]]] = field(
+        default_factory=lambda: {r: [] for r in ROUTES})
 
     @property
     def instances(self) -> int:
@@ -154,8 +158,8 @@ def find_increment(web: Any, ledger: Ledger, key: bytes, prone: Iterable[str],
     out = Increment()
     for i, (study, series, modality, series_key) in enumerate(candidates):
         known = ledger.series.get(series_key, set())
-        new = [(uid, d) for uid in _instance_uids(web, study, series)
-               if (d := digest(key, INSTANCE, uid)) not in known]
+        uids = _instance_uids(web, study, series)
+        new = [(uid, d) for uid in uids if (d := digest(key, INSTANCE, uid)) not in known]
         if not new:
             continue
         if out.instances and out.instances + len(new) > max_instances:
@@ -166,6 +170,7 @@ def find_increment(web: Any, ledger: Ledger, key: bytes, prone: Iterable[str],
                                 for uid, _ in new)
         out.series[series_key] = sorted(d for _, d in new)
         out.studies.add(study)
+        out.parts[route].append((study, series, modality, len(new), len(uids)))
     return out
 
 

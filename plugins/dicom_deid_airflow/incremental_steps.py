@@ -18,13 +18,21 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from dicom_deid.gcs import parse_gs_uri
 from dicom_deid_airflow import incremental
 from dicom_deid_airflow.configs import SUITES
+from dicom_deid_airflow.cost import RouteSize, load_pricing
+from dicom_deid_airflow.cost import estimate as cost_estimate
 from dicom_deid_airflow.crypto_key import CRYPTO_KEY_VARIABLE, CryptoKeyError, read_crypto_key
 from dicom_deid_airflow.hooks.healthcare import HealthcareApiError
+from dicom_deid_airflow.lineage import report_manifest_lineage
 from dicom_deid_airflow.manifest import DELTA_FOLDER, build_manifest
 from dicom_deid_airflow.quality import counts_table, raise_if_failed, run_gate
 from dicom_deid_airflow.report_paths import path_segment
 from dicom_deid_airflow.routing import ROUTES, pixel_prone_modalities, route_config
-from dicom_deid_airflow.steps import RunRef, failed_instances, validate_run
+from dicom_deid_airflow.steps import (
+    ESTIMATE_FILE,
+    RunRef,
+    failed_instances,
+    validate_run,
+)
 from dicom_deid_airflow.storage import storage_client
 from dicom_deid_airflow.verification.run import read_verification_table
 
@@ -67,6 +75,27 @@ def _destination_exists(run: RunRef, plan: dict) -> bool:
     return True
 
 
+def _estimate(run: RunRef, plan: dict, increment: incremental.Increment) -> None:
+    """The increment's sizes and cost estimate (``estimate.json``, as the manual DAG's
+    ``route`` writes it): a series' bytes from its metrics, pro rata of its new
+    instances."""
+    hook = run.hook()
+    sizes = {}
+    for route, parts in increment.parts.items():
+        size = 0
+        modalities: dict[str, int] = {}
+        for study, series, modality, new, total in parts:
+            metrics = hook.get_series_metrics(plan["source_store"], study, series)
+            size += int(metrics.get("blobStorageSizeBytes") or 0) * new // max(total, 1)
+            modalities[modality or "?"] = modalities.get(modality or "?", 0) + new
+        sizes[route] = RouteSize(instances=sum(p[3] for p in parts), bytes=size,
+                                 series=len(parts), modalities=modalities)
+    estimate = cost_estimate(sizes, load_pricing())
+    (run.report_dir / ESTIMATE_FILE).write_text(json.dumps(
+        {"routes": {name: s.to_dict() for name, s in sizes.items()},
+         "estimate": estimate.to_dict()}, indent=2))
+
+
 def plan_increment(plan: dict, run: RunRef, max_instances: int) -> dict[str, Any]:
     """The instances the ledger does not hold (up to ``max_instances``), as one filter
     file per route, and whether anything is left to export from earlier runs.
@@ -81,6 +110,7 @@ def plan_increment(plan: dict, run: RunRef, max_instances: int) -> dict[str, Any
         hook.dicomweb_client(plan["source_store"]), ledger, _key(),
         pixel_prone_modalities(), max_instances)
     out: dict[str, Any] = incremental.save_plan(gcs, plan, run.run_id, increment)
+    _estimate(run, plan, increment)
     pending_export = 0
     if not increment.instances and _destination_exists(run, plan):
         pending_export = len(incremental.unexported(
@@ -185,4 +215,6 @@ def write_manifests(plan: dict, planned_export: dict, objects: int, run: RunRef)
         delta = build_manifest(web, gcs, plan["export_prefix"], only=only,
                                name=f"{DELTA_FOLDER}/{path_segment(run.run_id)}.parquet")
         result.update(delta_uri=delta.uri, delta_rows=delta.rows)
+        report_manifest_lineage(delta.uri, plan["export_prefix"])
+    report_manifest_lineage(cumulative.uri, plan["export_prefix"])  # OpenLineage, if set
     return result

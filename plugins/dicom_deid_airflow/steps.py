@@ -23,6 +23,7 @@ from dicom_deid_airflow.configs import SUITES
 from dicom_deid_airflow.cost import RouteSize, load_pricing
 from dicom_deid_airflow.cost import estimate as cost_estimate
 from dicom_deid_airflow.hooks.healthcare import HealthcareHook
+from dicom_deid_airflow.lineage import report_manifest_lineage
 from dicom_deid_airflow.manifest import build_manifest, list_exported_objects
 from dicom_deid_airflow.params import ParamError, run_slug, validate_params
 from dicom_deid_airflow.preflight import check_resources
@@ -246,8 +247,6 @@ def write_manifest(plan: dict, run: RunRef) -> dict:
     """The manifest beside the export (Parquet), as ``manifest.build_manifest`` writes it."""
     result = build_manifest(run.hook().dicomweb_client(plan["destination_store"]),
                             storage_client(run.gcp_conn_id), plan["export_prefix"])
-    from dicom_deid_airflow.lineage import report_manifest_lineage
-
     report_manifest_lineage(result.uri, plan["export_prefix"])  # OpenLineage, if configured
     return result.to_dict()
 
