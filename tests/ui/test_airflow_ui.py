@@ -61,7 +61,7 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from dicom_deid.devstack import airflow_env, free_port
 from dicom_deid.gcs import client as gcs_client
-from dicom_deid.up import BUCKET, seed
+from dicom_deid.up import BUCKET, prepare_airflow, seed
 from tests.dags.helpers import write_minimal_export
 from tests.helpers import stores_api
 
@@ -72,7 +72,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-quic", "--no-first-run",
                  "--disable-component-update", "--disable-sync"]
 DAG_ID, HANDOFF_DAG_ID = "dicom_deidentify", "dicom_training_handoff"
-DAG_IDS = (DAG_ID, HANDOFF_DAG_ID)
+INCREMENTAL_DAG_ID = "dicom_deidentify_incremental"
+DAG_IDS = (DAG_ID, HANDOFF_DAG_ID, INCREMENTAL_DAG_ID)
 # The profiles the issue names; the dropdown must offer at least these, and exactly the
 # configs shipped in include/configs/deid/.
 NAMED_PROFILES = {"basic", "research", "ultrasound", "keep-all-pixels-only"}
@@ -274,6 +275,7 @@ def airflow_ui(tmp_path_factory, server, gcs_emulator) -> Iterator[AirflowUI]:
     for key in ("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "AIRFLOW__CORE__AUTH_MANAGER"):
         env.pop(key, None)  # standalone's own admin user, with a generated password
+    prepare_airflow(env)  # as `make up` does: the DB migrated, the healthcare_api pool
     log = root / "standalone.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([AIRFLOW, "standalone"], env=env, cwd=root, stdout=out,
@@ -399,13 +401,23 @@ def _dropdown(page: Page, dialog: Locator, label: str) -> list[str]:
     return [" ".join(t.split()) for t in options.all_inner_texts()]
 
 
-def test_the_dag_list_shows_both_dags(page: Page, airflow_ui: AirflowUI) -> None:
+def test_the_dag_list_shows_every_dag(page: Page, airflow_ui: AirflowUI) -> None:
     page.get_by_role("link", name="Dags", exact=True).first.click()
     expect(page).to_have_url(re.compile(r"/dags$"))
     for dag_id in DAG_IDS:
         link = page.get_by_role("link", name=dag_id, exact=True)
         expect(link).to_be_visible()
         expect(link).to_have_attribute("href", re.compile(f"/dags/{dag_id}$"))
+
+
+def test_the_pools_page_shows_the_healthcare_api_pool(page: Page,
+                                                     airflow_ui: AirflowUI) -> None:
+    """What `make up` creates, as an operator sees it in Admin → Pools."""
+    pool = airflow_ui.api("pools/healthcare_api")
+    assert pool["slots"] == 4 and pool["include_deferred"] is True
+    page.goto(airflow_ui.url)
+    page.get_by_role("link", name="Manage Pools").click()
+    expect(page.get_by_text("healthcare_api (4 Slots)", exact=True)).to_be_visible()
 
 
 def test_the_trigger_form_marks_required_params_and_describes_every_field(
