@@ -24,20 +24,18 @@ params, missing resources, 4xx answers, failed gates) fail at once, without retr
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import DAG, Asset, Param, TaskGroup, task
-from dicom_deid_airflow.configs import profile_descriptions, profiles
+from dicom_deid_airflow import dag_parts
 from dicom_deid_airflow.links import add_run_report_link
 from dicom_deid_airflow.operators.healthcare import (
     HEALTHCARE_POOL,
     HealthcareCreateDicomStoreOperator,
-    HealthcareDeidentifyDicomStoreOperator,
     HealthcareExportDicomStoreOperator,
 )
 from dicom_deid_airflow.operators.review import ReviewApprovalOperator
 from dicom_deid_airflow.params import DEFAULT_EXPORT_BUCKET, MIME_TYPES
-from dicom_deid_airflow.run_record import CALLBACKS
 
 MANIFEST = Asset(name="dicom_deid_manifest", uri="dicom-deid://manifest")
 #: The connection every task uses: its ``api_endpoint`` extra picks Google or the local
@@ -54,20 +52,13 @@ with DAG(
     max_active_runs=4,
     render_template_as_native_obj=True,
     tags=["dicom", "de-identification", "healthcare-api"],
-    # Retries are for transient faults (429/5xx, lost connections): every deterministic
-    # error raises AirflowFailException, which Airflow does not retry.
-    default_args={"owner": "data-platform", "retries": 2,
-                  "retry_delay": timedelta(seconds=30), **CALLBACKS},
+    default_args=dag_parts.DEFAULT_ARGS,
     params={
-        "source_store": Param(
-            "projects/demo/locations/local/datasets/demo/dicomStores/source", type="string",
-            title="Source DICOM store",
-            description="The store to de-identify: projects/P/locations/L/datasets/D/"
-                        "dicomStores/S. It is read, never changed."),
-        "profile": Param(
-            "basic", type="string", enum=profiles(), values_display=profile_descriptions(),
-            title="De-identification profile",
-            description="What is removed, replaced or painted (include/configs/deid/)."),
+        "source_store": dag_parts.source_store_param(
+            "The store to de-identify: projects/P/locations/L/datasets/D/dicomStores/S. "
+            "It is read, never changed."),
+        "profile": dag_parts.profile_param(
+            "basic", "What is removed, replaced or painted (include/configs/deid/)."),
         "destination_store_id": Param(
             None, type=["null", "string"], title="Destination store id (optional)",
             description="Created in the source's dataset (an existing empty store is "
@@ -107,15 +98,6 @@ with DAG(
                         "Required Actions; rejection or no answer in 24 h fails the run."),
     },
 ) as dag:
-
-    @task(retries=0)
-    def open_report(params: dict | None = None) -> str:
-        """Setup: the run's report page exists from the start (on-call never meets a
-        404), and the report teardown below runs whatever happens between."""
-        from dicom_deid_airflow.run_report import open_run_report
-        from dicom_deid_airflow.steps import RunRef
-
-        return open_run_report(params or {}, RunRef.current(GCP_CONN_ID))
 
     @task(multiple_outputs=True)
     def validate(params: dict | None = None, ti=None, run_id: str | None = None,  # noqa: ANN001
@@ -193,21 +175,9 @@ with DAG(
             outlet_events[MANIFEST].extra = {"manifest": result["uri"], "rows": result["rows"]}
         return result
 
-    @task(retries=0)
-    def report() -> dict:
-        """Teardown: the report completed whatever happened (status banner, failed task
-        and its error, params, resources, durations, gates, cost, before/after pairs);
-        a destination store this run created and left empty is deleted when it failed."""
-        from airflow.sdk import get_current_context
-        from dicom_deid_airflow.run_report import write_run_report
-        from dicom_deid_airflow.steps import RunRef
-
-        return write_run_report(get_current_context(), RunRef.current(GCP_CONN_ID),
-                                final=True)
-
     # Four groups between the report's setup and teardown, so that the graph reads at its
     # default zoom; prefix_group_id=False keeps the task ids (links, XComs, the report).
-    opened = open_report()
+    opened = dag_parts.open_report(GCP_CONN_ID)
     with TaskGroup("plan", prefix_group_id=False,
                    tooltip="validate params and resources, route by modality, estimate"):
         plan = validate()
@@ -223,20 +193,8 @@ with DAG(
             overwrite=plan["overwrite"],
             gcp_conn_id=GCP_CONN_ID,
         )
-        deidentify = {
-            name: HealthcareDeidentifyDicomStoreOperator(
-                task_id=f"deidentify_{name}",
-                source_store=plan["source_store"],
-                destination_store=plan["destination_store"],
-                max_failures=plan["max_failures"],
-                config=routes[f"{name}_config"],
-                filter_uri=routes[f"{name}_filter_uri"],
-                gcp_conn_id=GCP_CONN_ID,
-                pool=HEALTHCARE_POOL,
-                deferrable=True,
-            )
-            for name in ("pixel", "metadata")
-        }
+        deidentify = dag_parts.deidentify_routes(
+            plan, routes, GCP_CONN_ID)
         create >> choose(routes["series"]) >> [deidentify["pixel"], deidentify["metadata"]]
     with TaskGroup("check", prefix_group_id=False,
                    tooltip="verify a sample, quality gates, optional human review"):
@@ -270,6 +228,6 @@ with DAG(
     proceed >> create
     [deidentify["pixel"], deidentify["metadata"]] >> verification
     review >> export
-    published >> report().as_teardown(setups=opened)
+    published >> dag_parts.report(GCP_CONN_ID).as_teardown(setups=opened)
 
     add_run_report_link(dag.tasks)

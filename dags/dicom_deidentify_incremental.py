@@ -24,20 +24,18 @@ keep it; a secrets backend can serve it).
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import DAG, Asset, Param, TaskGroup, task
-from dicom_deid_airflow.configs import profile_descriptions, profiles
+from dicom_deid_airflow import dag_parts
 from dicom_deid_airflow.crypto_key import CRYPTO_KEY_VARIABLE
 from dicom_deid_airflow.links import add_run_report_link
 from dicom_deid_airflow.operators.healthcare import (
     HEALTHCARE_POOL,
     HealthcareCreateDicomStoreOperator,
-    HealthcareDeidentifyDicomStoreOperator,
     HealthcareExportDicomStoreOperator,
 )
 from dicom_deid_airflow.params import DEFAULT_EXPORT_BUCKET
-from dicom_deid_airflow.run_record import CALLBACKS
 
 MANIFEST = Asset(name="dicom_deid_manifest", uri="dicom-deid://manifest")
 GCP_CONN_ID = "google_cloud_default"
@@ -73,19 +71,14 @@ with DAG(
     max_active_runs=1,
     render_template_as_native_obj=True,
     tags=["dicom", "de-identification", "healthcare-api", "incremental"],
-    default_args={"owner": "data-platform", "retries": 2,
-                  "retry_delay": timedelta(seconds=30), **CALLBACKS},
+    default_args=dag_parts.DEFAULT_ARGS,
     params={
-        "source_store": Param(
-            "projects/demo/locations/local/datasets/demo/dicomStores/source", type="string",
-            title="Source DICOM store",
-            description="The store that grows: projects/P/locations/L/datasets/D/"
-                        "dicomStores/S. Read, never changed."),
-        "profile": Param(
-            "longitudinal", type="string", enum=profiles(),
-            values_display=profile_descriptions(), title="De-identification profile",
-            description="Keep the same profile across runs: a patient's studies must be "
-                        "de-identified alike to be comparable."),
+        "source_store": dag_parts.source_store_param(
+            "The store that grows: projects/P/locations/L/datasets/D/dicomStores/S. Read, "
+            "never changed."),
+        "profile": dag_parts.profile_param(
+            "longitudinal", "Keep the same profile across runs: a patient's studies must "
+            "be de-identified alike to be comparable."),
         "destination_store_id": Param(
             DESTINATION, type="string", title="Destination store id",
             description="The long-lived research store in the source's dataset: created "
@@ -108,14 +101,6 @@ with DAG(
                         "series). Trigger the DAG again to take the next step now."),
     },
 ) as dag:
-
-    @task(retries=0)
-    def open_report(params: dict | None = None) -> str:
-        """Setup: the run's report page exists from the start."""
-        from dicom_deid_airflow.run_report import open_run_report
-        from dicom_deid_airflow.steps import RunRef
-
-        return open_run_report(params or {}, RunRef.current(GCP_CONN_ID))
 
     @task(multiple_outputs=True)
     def validate(params: dict | None = None, ti=None, run_id: str | None = None,  # noqa: ANN001
@@ -219,17 +204,7 @@ with DAG(
                 "delta": result.get("delta_uri"), "delta_rows": result.get("delta_rows", 0)}
         return result
 
-    @task(retries=0)
-    def report() -> dict:
-        """Teardown: the report completed whatever happened."""
-        from airflow.sdk import get_current_context
-        from dicom_deid_airflow.run_report import write_run_report
-        from dicom_deid_airflow.steps import RunRef
-
-        return write_run_report(get_current_context(), RunRef.current(GCP_CONN_ID),
-                                final=True)
-
-    opened = open_report()
+    opened = dag_parts.open_report(GCP_CONN_ID)
     with TaskGroup("plan", prefix_group_id=False,
                    tooltip="validate, find what the ledger does not hold"):
         plan = validate()
@@ -244,21 +219,9 @@ with DAG(
             reuse_nonempty=True,
             gcp_conn_id=GCP_CONN_ID,
         )
-        deidentify = {
-            name: HealthcareDeidentifyDicomStoreOperator(
-                task_id=f"deidentify_{name}",
-                source_store=plan["source_store"],
-                destination_store=plan["destination_store"],
-                max_failures=plan["max_failures"],
-                config=increment[f"{name}_config"],
-                filter_uri=increment[f"{name}_filter_uri"],
-                crypto_key_variable=CRYPTO_KEY_VARIABLE,
-                gcp_conn_id=GCP_CONN_ID,
-                pool=HEALTHCARE_POOL,
-                deferrable=True,
-            )
-            for name in ("pixel", "metadata")
-        }
+        deidentify = dag_parts.deidentify_routes(
+            plan, increment, GCP_CONN_ID,
+            crypto_key_variable=CRYPTO_KEY_VARIABLE)
         routes = choose(increment["series"])
         create >> routes >> [deidentify["pixel"], deidentify["metadata"]]
     with TaskGroup("check", prefix_group_id=False,
@@ -290,6 +253,6 @@ with DAG(
     opened >> plan
     proceed >> create
     [deidentify["pixel"], deidentify["metadata"]] >> verification
-    published >> report().as_teardown(setups=opened)
+    published >> dag_parts.report(GCP_CONN_ID).as_teardown(setups=opened)
 
     add_run_report_link(dag.tasks)
