@@ -190,10 +190,6 @@ def plan_export(plan: dict, run: RunRef) -> dict:
     return {"filter_uri": uri if paths else None, "instances": len(paths)}
 
 
-def choose_export(planned: dict) -> list[str]:
-    return ["export"] if planned["instances"] else ["gate_export"]
-
-
 def write_manifests(plan: dict, planned_export: dict, objects: int, run: RunRef) -> dict:
     """The cumulative manifest (every exported object) and this run's delta
     (``manifests/<run>.parquet``: the objects this run exported). Skipped - so no Asset
