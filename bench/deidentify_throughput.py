@@ -68,6 +68,7 @@ from deidentify.tools import (
     make_keypair,
     our_exe,
     write_config,
+    write_dcmanon_actions,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     if args.install_peers:
-        if {"dicognito", "deid"} & set(names):
+        if {"dicognito", "deid", "dcmanon", "dcmanon-equal"} & set(names):
             print("installing Python peers into bench/.peers-venv ...", flush=True)
             if reason := install_python_peers():
                 print(f"  {reason}", flush=True)
@@ -136,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {reason}", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="dicom-deid-filebench-", dir=args.work_dir))
-    ctx = Context(work=work, our_exe=our_exe(), config=write_config(work))
+    ctx = Context(work=work, our_exe=our_exe(), config=write_config(work),
+                  dcmanon_actions=write_dcmanon_actions(work))
     if "gdcmanon-basic" in names and (pair := make_keypair(work)):
         ctx.key, ctx.cert = pair
     runs = variants(names, args.workers)

@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PEERS_VENV = ROOT / "bench" / ".peers-venv"
 PEERS_PY = PEERS_VENV / "bin" / "python"
 # Pinned so that a figure can be reproduced (the versions measured; bump deliberately).
-PEER_PACKAGES = ("dicognito==0.19.0", "deid==0.4.13")
+PEER_PACKAGES = ("dicognito==0.19.0", "deid==0.4.13", "dcmanon==0.3.1")
 DEID_DRIVER = Path(__file__).resolve().parent / "peer_deid.py"
+DCMANON_DRIVER = Path(__file__).resolve().parent / "peer_dcmanon.py"
 BASIC_PROFILE_CONFIG = {"dicom": {"filterProfile": "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"}}
 
 # gdcmanon --dumb has no built-in list: it does exactly what it is told. This is a
@@ -46,6 +47,7 @@ class Context:
     key: Path | None = None
     cert: Path | None = None
     config: Path | None = None
+    dcmanon_actions: Path | None = None
     reports: list[Path] = field(default_factory=list)
 
 
@@ -146,6 +148,19 @@ def _deid_argv(ctx: Context, src: Path, dst: Path) -> list[str]:
     return [str(PEERS_PY), str(DEID_DRIVER), str(src), str(dst)]
 
 
+def _dcmanon_argv(equal: bool) -> Callable[[Context, Path, Path], list[str]]:
+    # One process per core, as dcmanon's own benchmark runs it: the library works on
+    # one file per call in the caller's thread.
+    def argv(ctx: Context, src: Path, dst: Path) -> list[str]:
+        out = [str(PEERS_PY), str(DCMANON_DRIVER), str(src), str(dst), "--workers",
+               str(os.cpu_count() or 1)]
+        if equal:
+            assert ctx.dcmanon_actions is not None
+            out += ["--tag-actions", str(ctx.dcmanon_actions)]
+        return out
+    return argv
+
+
 # -- GDCM ---------------------------------------------------------------------------
 
 def _gdcm_missing(ctx: Context) -> str | None:
@@ -203,6 +218,12 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
     Tool("deid", "peer", "pydicom/deid get_identifiers + replace_identifiers, "
          "default recipe", _deid_argv, _peer_module_missing("deid.dicom"),
          _peer_version("deid")),
+    Tool("dcmanon", "peer", "dcmanon (Rust) Anonymizer(), its defaults, one process per "
+         "core", _dcmanon_argv(False), _peer_module_missing("dcmanon"),
+         _peer_version("dcmanon"), single_process=False),
+    Tool("dcmanon-equal", "peer", "dcmanon (Rust), tag actions doing our basic profile's "
+         "work (deidentify/dcmanon_config.py), one process per core", _dcmanon_argv(True),
+         _peer_module_missing("dcmanon"), _peer_version("dcmanon"), single_process=False),
     Tool("gdcmanon-dumb", "peer", f"gdcmanon --dumb, {len(GDCM_DUMB_EMPTY)} tags emptied + "
          f"{len(GDCM_DUMB_REMOVE)} removed",
          _gdcm_dumb_argv, _gdcm_missing, lambda ctx: _first_line(["gdcmanon", "--version"])),
@@ -252,4 +273,13 @@ def install_gdcm() -> str | None:
 def write_config(work: Path) -> Path:
     path = work / "ours-config.json"
     path.write_text(json.dumps(BASIC_PROFILE_CONFIG))
+    return path
+
+
+def write_dcmanon_actions(work: Path) -> Path:
+    """The equal-work tag actions for dcmanon (see ``dcmanon_config``), as a file."""
+    from deidentify.dcmanon_config import equal_work_actions
+
+    path = work / "dcmanon-equal-work.json"
+    path.write_text(json.dumps(equal_work_actions(), indent=1, sort_keys=True))
     return path
