@@ -80,3 +80,21 @@ def pixel_format(source: str | bytes) -> tuple | None:
     return (str(getattr(meta, "TransferSyntaxUID", None)), ds.get("PhotometricInterpretation"),
             ds.get("BitsAllocated"), ds.get("BitsStored"), ds.get("PixelRepresentation"),
             ds.get("SamplesPerPixel"), ds.get("PlanarConfiguration"), frames > 1)
+
+
+def engine_inputs() -> list[bytes]:
+    """Inputs the engine's two paths are compared on: a marker-planted instance, two
+    Enhanced MR and two MR from the generators, and every real file the registry
+    packages ship (``corpus.realworld``)."""
+    from dicom_deid.corpus import realworld
+    from dicom_deid.corpus.markers import marked_instance
+    from dicom_deid.corpus.mr import iter_mr_corpus
+    from dicom_deid.corpus.multiframe import iter_multiframe_corpus
+
+    data = [marked_instance(seed=31).to_bytes()]
+    data += [i.data for i in iter_multiframe_corpus(2, seed=3)]
+    data += [i.data for i in iter_mr_corpus(2, seed=3)]
+    for f in realworld.files():
+        if f.path.suffix in (".dcm", ""):
+            data.append(f.path.read_bytes())
+    return data

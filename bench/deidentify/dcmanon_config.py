@@ -28,7 +28,7 @@ from __future__ import annotations
 from pydicom.datadict import DicomDictionary
 
 from dicom_deid.engine.decisions import Context, _exact_tag, _vr, decide
-from dicom_deid.engine.element_actions import DUMMY
+from dicom_deid.engine.dummy_values import DUMMY
 from dicom_deid.engine.plan import build_plan
 from dicom_deid.engine.ps315 import table
 

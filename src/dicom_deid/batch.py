@@ -21,12 +21,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from .api_schema import config_digest
-from .engine.instance import DeidentifyError, deidentify_file
+from .engine.instance import DeidentifyError, UnreadableInstance, deidentify_file
 from .engine.plan import Plan, build_plan
-from .engine.reading import UnreadableInstance
 
 log = logging.getLogger("dicom_deid.batch")
 
@@ -66,12 +63,14 @@ _RUN: tuple[str, str, Plan] | None = None
 
 def _init(src_root: str, dst_root: str, plan: Plan, workers: int) -> None:
     """Worker set-up: the run's plan arrives once, not with every file; the OCR engine
-    gets this worker's share of the cores (``ocr_rapid.share_cores``)."""
-    from .engine import ocr_rapid  # here: numpy is not needed to start the CLI
-
+    gets this worker's share of the cores (``ocr_rapid.share_cores``) when the plan
+    reads text in pixels: only then, since importing it imports numpy."""
     global _RUN
     _RUN = (src_root, dst_root, plan)
-    ocr_rapid.share_cores(workers)
+    if plan.image.redacts:
+        from .engine import ocr_rapid
+
+        ocr_rapid.share_cores(workers)
 
 
 def _one(rel: str) -> FileResult:
@@ -98,6 +97,19 @@ def _one(rel: str) -> FileResult:
     return FileResult(rel, True, output=out_rel)
 
 
+class _NoBar:
+    """What ``run`` uses of a tqdm bar, doing nothing (``--no-progress``)."""
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+    def update(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def source_files(src: Path) -> list[str]:
     """Every regular file under ``src`` (sorted, hidden ones skipped), relative to it."""
     out = []
@@ -118,6 +130,10 @@ def run(config: dict, src: Path, dst: Path, key: bytes, *, workers: int = 0,
     workers = workers or os.cpu_count() or 1
     started = time.monotonic()
     results: list[FileResult] = []
+    if progress:  # imported only to be shown (a tenth of the start-up otherwise)
+        from tqdm import tqdm
+    else:
+        tqdm = _NoBar
     bar = tqdm(total=len(files), unit="file", disable=not progress, file=sys.stderr)
     if workers == 1:
         _init(str(src), str(dst), plan, 1)

@@ -1,8 +1,10 @@
 """The byte-level sequence rewriter gives the same datasets as the pydicom path.
 
 Sequences of little-endian instances under the tag-driven profiles are rewritten as
-bytes (engine.sequence_bytes); everything else goes through pydicom datasets. Both
-paths must agree value for value on every input that both can handle.
+bytes (engine.sequence_bytes), inside the dataset path and inside the byte path
+(engine.instance_bytes, which walks the top level the same way); everything else
+goes through pydicom datasets. Both must agree value for value on every input that
+both can handle.
 """
 
 from __future__ import annotations
@@ -12,14 +14,11 @@ import io
 import pytest
 from pydicom import dcmread
 
-from dicom_deid.corpus import realworld
-from dicom_deid.corpus.markers import marked_instance
-from dicom_deid.corpus.mr import iter_mr_corpus
-from dicom_deid.corpus.multiframe import iter_multiframe_corpus
-from dicom_deid.engine import raw_elements
+from dicom_deid.engine import instance_bytes, raw_elements
 from dicom_deid.engine.instance import deidentify_bytes
 from dicom_deid.engine.plan import build_plan
 from dicom_deid.engine.reading import UnreadableInstance
+from tests.helpers import engine_inputs
 
 DATE_KEY = "c2hpZnQtZGF0ZXMtYnkta2V5LTAxMjM0NTY3ODlhYmM="
 CONFIGS = {
@@ -39,17 +38,7 @@ CONFIGS = {
 }
 
 
-def _inputs() -> list[bytes]:
-    data = [marked_instance(seed=31).to_bytes()]
-    data += [i.data for i in iter_multiframe_corpus(2, seed=3)]
-    data += [i.data for i in iter_mr_corpus(2, seed=3)]
-    for f in realworld.files():  # every real file the registry packages ship
-        if f.path.suffix in (".dcm", ""):
-            data.append(f.path.read_bytes())
-    return data
-
-
-INPUTS = _inputs()
+INPUTS = engine_inputs()
 
 
 def _both(data: bytes, config: dict, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN202
@@ -60,6 +49,7 @@ def _both(data: bytes, config: dict, monkeypatch: pytest.MonkeyPatch):  # noqa: 
         return None
     with monkeypatch.context() as m:
         m.setattr(raw_elements, "rewrite_bytes", lambda *a: None)
+        m.setattr(instance_bytes, "eligible", lambda plan: False)
         slow, _ = deidentify_bytes(data, build_plan(config, b"k" * 32))
     return dcmread(io.BytesIO(fast)), dcmread(io.BytesIO(slow))
 
@@ -75,6 +65,13 @@ def test_byte_path_equals_dataset_path(name: str, monkeypatch: pytest.MonkeyPatc
         return out
 
     monkeypatch.setattr(raw_elements, "rewrite_bytes", counting)
+    real_sequence = instance_bytes.SequenceRewriter.sequence
+
+    def counting_sequence(self: object, *args: object) -> object:
+        rewritten.append(True)
+        return real_sequence(self, *args)
+
+    monkeypatch.setattr(instance_bytes.SequenceRewriter, "sequence", counting_sequence)
     compared = 0
     for data in INPUTS:
         pair = _both(data, CONFIGS[name], monkeypatch)

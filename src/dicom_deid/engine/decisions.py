@@ -35,15 +35,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.dataelem import DataElement, RawDataElement
+from typing import TYPE_CHECKING
 
 from . import iod_types
+from .dictionary import tag_for_keyword, vr_or_un
 from .plan import KEEP_ALL, KEEP_LIST, MINIMAL, TAG_CONTENTS, Plan
 from .ps315 import table
 from .sequence_bytes import SequenceRewriter
 from .uids import new_uid
+
+if TYPE_CHECKING:  # the byte path runs without importing pydicom
+    from pydicom.dataelem import DataElement, RawDataElement
 
 
 @dataclass
@@ -112,10 +114,7 @@ def _exact_tag(text: str) -> int | None:
 
 
 def _vr(tag: int) -> str:
-    try:
-        return dictionary_VR(tag)
-    except KeyError:
-        return "UN"
+    return vr_or_un(tag)
 
 
 def vr_of(elem: DataElement | RawDataElement) -> str:

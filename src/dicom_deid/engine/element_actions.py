@@ -3,9 +3,6 @@ UID, clean (dates shifted, identifying text transformed by infoType)."""
 
 from __future__ import annotations
 
-import json
-from importlib import resources
-
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
@@ -13,22 +10,13 @@ from pydicom.multival import MultiValue
 from . import infotypes, text_transforms
 from .dates import shift_da, shift_dt
 from .decisions import Context
+from .dummy_values import DUMMY
 from .plan import TAG_CONTENTS
 
 #: VRs whose values are text that may identify someone (cleaned by ``C`` and ``T``).
 TEXT_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "DA", "DT", "AS"})
 #: Binary numeric VRs, whose dummy value is 0.
 NUMBERS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
-
-
-def _dummy_values() -> dict[str, str]:
-    path = resources.files(__package__).joinpath("data/dummy-values.json")
-    return {vr: value for vr, value in json.loads(path.read_text()).items()
-            if not vr.startswith("_")}
-
-
-#: VR -> the value ``D`` puts in a string element (data/dummy-values.json).
-DUMMY: dict[str, str] = _dummy_values()
 
 
 def change_value(elem: DataElement, vr: str, action: str, ctx: Context) -> bool:

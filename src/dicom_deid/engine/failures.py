@@ -9,7 +9,7 @@ values, so only the exception's type travels with it.
 
 from __future__ import annotations
 
-from pydicom.datadict import keyword_for_tag
+from .dictionary import keyword as keyword_for_tag
 
 READING, PROFILE, PIXEL_DECODE, PIXEL_ENCODE, WRITING = (
     "reading", "profile action", "pixel decode", "pixel encode", "writing")

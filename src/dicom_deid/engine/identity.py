@@ -8,10 +8,21 @@ Modified`` says whether dates can be compared with other sources.
 
 from __future__ import annotations
 
-from pydicom.dataset import Dataset
+from typing import TYPE_CHECKING
 
 from .. import IMPLEMENTATION_VERSION_NAME
 from .plan import BASIC, KEEP_ALL, KEEP_LIST, MINIMAL, TAG_CONTENTS, Plan
+
+if TYPE_CHECKING:  # the byte path marks its output without importing pydicom
+    from pydicom.dataset import Dataset
+
+#: The attributes :func:`mark` sets, by tag (the byte path writes them itself).
+PATIENT_IDENTITY_REMOVED = 0x00120062
+DEIDENTIFICATION_METHOD = 0x00120063
+DEIDENTIFICATION_METHOD_CODES = 0x00120064
+LONGITUDINAL_TEMPORAL = 0x00280303
+MARK_TAGS = frozenset({PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD,
+                       DEIDENTIFICATION_METHOD_CODES, LONGITUDINAL_TEMPORAL})
 
 # CID 7050 "De-identification Method" codes (scheme DCM).
 CODES = {
@@ -35,22 +46,48 @@ def _codes(plan: Plan) -> list[str]:
     return keys
 
 
+def temporal(plan: Plan, days: int | None) -> str:
+    """Longitudinal Temporal Information Modified: MODIFIED when dates were shifted by
+    ``days``, UNMODIFIED when the tag-contents profile left them, else REMOVED."""
+    if days is not None:
+        return "MODIFIED"
+    if plan.profile == TAG_CONTENTS and plan.transformation("DATE") is None:
+        return "UNMODIFIED"
+    return "REMOVED"
+
+
+def marks(plan: Plan) -> bool:
+    """Whether output under ``plan`` says it was de-identified (see :func:`mark`)."""
+    return plan.profile not in (KEEP_ALL, KEEP_LIST)
+
+
+def method(plan: Plan) -> str:
+    """The Deidentification Method text."""
+    return f"{IMPLEMENTATION_VERSION_NAME} {plan.profile}"[:64]
+
+
+def codes(plan: Plan) -> list[tuple[str, str]]:
+    """(code value, meaning) of each CID 7050 code, scheme DCM, in the output's order."""
+    return [CODES[key] for key in _codes(plan)]
+
+
 def mark(ds: Dataset, plan: Plan, temporal: str) -> None:
     """Record the de-identification in ``ds``; KEEP_ALL keeps identity, so says nothing,
     and a keep list adds nothing it does not list.
 
     ``temporal`` is MODIFIED (dates shifted), REMOVED or UNMODIFIED.
     """
-    if plan.profile in (KEEP_ALL, KEEP_LIST):
+    if not marks(plan):
         # keep-all keeps identity; a keep list keeps only what it lists, marks included
         return
-    keys = _codes(plan)
+    from pydicom.dataset import Dataset
+
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = f"{IMPLEMENTATION_VERSION_NAME} {plan.profile}"[:64]
+    ds.DeidentificationMethod = method(plan)
     items = []
-    for key in keys:
+    for value, meaning in codes(plan):
         item = Dataset()
-        item.CodeValue, item.CodeMeaning = CODES[key]
+        item.CodeValue, item.CodeMeaning = value, meaning
         item.CodingSchemeDesignator = "DCM"
         items.append(item)
     ds.DeidentificationMethodCodeSequence = items

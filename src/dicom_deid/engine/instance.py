@@ -1,152 +1,44 @@
 """One instance in, one de-identified instance out (or a reason why not).
 
 This is the unit both the server's ``dicomStores.deidentify`` and the file CLI run
-in worker processes. It reads, applies the plan, marks the result, rebuilds the file
-meta and writes. The output keeps the input's transfer syntax so pixel data is
-copied byte for byte; a file with no meta is written with the encoding it was read
-in. Failures raise :class:`~.reading.UnreadableInstance` or
-:class:`DeidentifyError` with a message that names the step and the element
-(:mod:`.failures`) and never quotes a value of the file.
+in worker processes. Two paths give the same result: the byte path
+(:mod:`.instance_bytes`: no pydicom, pixel data copied by the kernel) takes the
+common case, the dataset path (:mod:`.instance_dataset`: pydicom, repairs, image
+redaction, every profile) takes the rest, and is imported only when first needed, so
+a run the byte path covers never pays for importing pydicom and numpy. Failures
+raise :class:`~.outcome.UnreadableInstance` or :class:`~.outcome.DeidentifyError`
+with a message that names the step and the element and never quotes a value.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
-import logging
+import mmap
 import os
 import tempfile
-import warnings
-from dataclasses import dataclass
 from typing import BinaryIO
 
-from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from . import instance_bytes
+from .outcome import DeidentifyError, Outcome, UnreadableInstance
+from .plan import Plan
 
-from . import identity, writing
-from .dates import shift_days
-from .decisions import Context, pointed_to
-from .failures import PIXEL_DECODE, PROFILE, WRITING, ElementFailure, tag_label
-from .filter_profile import apply_profile
-from .identifiers import known_identifiers
-from .plan import KEEP_LIST, MINIMAL, TAG_CONTENTS, Plan
-from .reading import UnreadableInstance, read, required_uids
-
-# pydicom logs (as well as warns) about odd values, quoting them: no value of an
-# input may reach a log, so only its errors are let through.
-logging.getLogger("pydicom").setLevel(logging.ERROR)
-
-
-#: Pixel Data, Float Pixel Data, Double Float Pixel Data: where an image's pixels are.
-PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
-
-
-class DeidentifyError(ValueError):
-    """De-identification of one instance failed; the message is safe to log."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The de-identified instance's identity (its new UIDs) and where it went."""
-
-    study_uid: str
-    series_uid: str
-    sop_uid: str
-    sop_class_uid: str
-    transfer_syntax: str
-    size: int
-
-
-def _transfer_syntax(ds: Dataset) -> str:
-    meta = getattr(ds, "file_meta", None)
-    ts = meta.get("TransferSyntaxUID") if meta is not None else None
-    if ts:
-        return str(ts)
-    implicit, little = ds.original_encoding
-    if implicit:
-        return ImplicitVRLittleEndian
-    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
-
-
-def _temporal(plan: Plan, days: int | None) -> str:
-    if days is not None:
-        return "MODIFIED"
-    if plan.profile == TAG_CONTENTS and plan.transformation("DATE") is None:
-        return "UNMODIFIED"
-    return "REMOVED"
-
-
-def _redact_pixels(ds: Dataset, plan: Plan) -> None:
-    """Burned-in text, before the profile removes the values it is recognised by."""
-    from .image_redaction import redact_pixels
-    from .pixels.messages import PixelError
-
-    if getattr(ds, "file_meta", None) is None:
-        ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = _transfer_syntax(ds)
-    known = known_identifiers(ds)
-    pixels = next((t for t in PIXEL_TAGS if t in ds), None)
-    if pixels is None or not ds.get_item(pixels).value:
-        return  # no pixels (or an empty Pixel Data): no text burned into them
-    where = tag_label(pixels)
-    try:
-        redact_pixels(ds, plan.image, known)
-    except PixelError as exc:
-        raise DeidentifyError(f"{exc.step} failed at {where}: {exc}") from None
-    except Exception as exc:  # a codec's or OpenCV's own error: its kind, not its text
-        raise DeidentifyError(f"{PIXEL_DECODE} failed at {where}: "
-                              f"{type(exc).__name__}") from None
-
-
-def deidentify_dataset(ds: Dataset, plan: Plan) -> Dataset:
-    """Apply ``plan`` to ``ds`` in place and give it a consistent file meta."""
-    uids = required_uids(ds)
-    if plan.image.redacts:
-        _redact_pixels(ds, plan)
-    ts = _transfer_syntax(ds)
-    days = None
-    if plan.date_key is not None:
-        patient = str(ds.get("PatientID", "") or "").strip()
-        days = shift_days(patient or uids["StudyInstanceUID"], plan.date_key)
-    ctx = Context(plan, days, decisions=plan.decisions, sop_class=uids["SOPClassUID"])
-    if plan.profile in (TAG_CONTENTS, MINIMAL):
-        ctx.known = known_identifiers(ds)
-    if plan.profile == MINIMAL and "FrameIncrementPointer" in ds:
-        with contextlib.suppress(Exception):  # a pointer pydicom cannot parse: none
-            ctx.keep = pointed_to(ds["FrameIncrementPointer"].value)
-    apply_profile(ds, ctx)
-    identity.mark(ds, plan, _temporal(plan, days))
-    for keyword in ("SOPClassUID", "SOPInstanceUID"):
-        if keyword not in ds:  # a remove list may not take what the file meta needs
-            raise DeidentifyError(f"{keyword} was removed; it is required in every instance")
-    if plan.profile == KEEP_LIST:
-        missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID") if k not in ds]
-        if missing:
-            raise DeidentifyError(
-                f"config.dicom.keepList does not list {' and '.join(missing)}: a keepList "
-                "keeps only the tags it lists (and the SOP Class and Instance UIDs), and a "
-                "DICOM store cannot hold an instance without them; add them to "
-                "keepList.tags")
-    ds.file_meta = writing.file_meta(ds.SOPClassUID, ds.SOPInstanceUID, ts)
-    ds.preamble = b"\0" * 128
-    return ds
-
-
-def _write(ds: Dataset, out: BinaryIO) -> None:
-    ts = ds.file_meta.TransferSyntaxUID
-    if any(isinstance(e, RawDataElement) and e.is_implicit_VR != ts.is_implicit_VR
-           for e in ds.elements()):
-        # The body is not encoded as its meta says (an implicit body under an explicit
-        # syntax is common): decode every element so it is written as the syntax says.
-        ds.walk(lambda _ds, _elem: None)
-    writing.write(ds, out)
+__all__ = ["DeidentifyError", "Outcome", "UnreadableInstance", "deidentify_bytes",
+           "deidentify_file"]
 
 
 def deidentify_bytes(data: bytes | str | BinaryIO, plan: Plan) -> tuple[bytes, Outcome]:
     """The de-identified Part 10 bytes of one instance, and its new identity."""
+    if isinstance(data, bytes) and instance_bytes.eligible(plan):
+        try:
+            rendered = instance_bytes.render(data, plan)
+        except instance_bytes.Fallback:
+            pass
+        else:
+            return instance_bytes.joined(rendered, data), rendered.outcome
+    from .instance_dataset import run
+
     buf = io.BytesIO()
-    outcome = _run(data, plan, buf)
+    outcome = run(data, plan, buf)
     return buf.getvalue(), outcome
 
 
@@ -155,37 +47,40 @@ def deidentify_file(src: str, dst: str, plan: Plan) -> Outcome:
     folder = os.path.dirname(dst) or "."
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".deid-", suffix=".part")
     try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as out:
-            outcome = _run(src, plan, out)
+        outcome = _by_bytes(src, fd, plan) if instance_bytes.eligible(plan) else None
+        if outcome is None:
+            from .instance_dataset import run
+
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            with os.fdopen(fd, "wb", buffering=1 << 20, closefd=False) as out:
+                outcome = run(src, plan, out)
+        os.close(fd)
+        fd = -1
         os.replace(tmp, dst)
     except BaseException:
+        if fd >= 0:
+            os.close(fd)
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return outcome
 
 
-def _run(source: bytes | str | BinaryIO, plan: Plan, out: BinaryIO) -> Outcome:
-    with warnings.catch_warnings():
-        # pydicom's warnings quote values from the file; none may reach a log.
-        warnings.simplefilter("ignore")
-        if isinstance(source, bytes):
-            source = io.BytesIO(source)
-        ds = read(source)
-        step = PROFILE
-        try:
-            deidentify_dataset(ds, plan)
-            step = WRITING
-            start = out.tell()
-            _write(ds, out)
-            size = out.tell() - start
-        except (UnreadableInstance, DeidentifyError):
-            raise
-        except ElementFailure as exc:
-            raise DeidentifyError(str(exc)) from None
-        except Exception as exc:  # report the step and the kind of failure, never the data
-            raise DeidentifyError(f"{step} failed ({type(exc).__name__})") from None
-    return Outcome(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID),
-                   str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID), size)
-
-
+def _by_bytes(src: str, out_fd: int, plan: Plan) -> Outcome | None:
+    """The byte path from a file mapped in memory (only the headers are touched), or
+    None when the dataset path must take it. Nothing is written before that is known."""
+    src_fd = os.open(src, os.O_RDONLY)
+    try:
+        size = os.fstat(src_fd).st_size
+        if size < 144:
+            return None
+        with mmap.mmap(src_fd, size, access=mmap.ACCESS_READ) as mapped:
+            try:
+                rendered = instance_bytes.render(mapped, plan)
+            except instance_bytes.Fallback:
+                return None
+        instance_bytes.write_file(rendered, src_fd, out_fd)
+        return rendered.outcome
+    finally:
+        os.close(src_fd)

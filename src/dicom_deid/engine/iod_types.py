@@ -24,7 +24,7 @@ from functools import lru_cache
 from importlib import resources
 from types import MappingProxyType
 
-from pydicom.datadict import tag_for_keyword
+from .dictionary import tag_for_keyword
 
 VENDORED = "data/iod-attribute-types.json"
 

@@ -30,10 +30,9 @@ import base64
 from dataclasses import dataclass, field
 
 import re2
-from pydicom.datadict import tag_for_keyword
-from pydicom.tag import Tag
 
 from ..api_schema import ConfigError, validate
+from .dictionary import tag_for_keyword
 
 KEEP_ALL = "KEEP_ALL_PROFILE"
 #: Not an API enum value: the profile of a ``keepList`` given without a
@@ -176,9 +175,11 @@ def parse_tag(text: str, path: str) -> int:
     digits = value.strip("()").replace(",", "").replace(" ", "")
     if len(digits) == 8:
         try:
-            return int(Tag(int(digits, 16)))
+            tag = int(digits, 16)
         except ValueError:
-            pass
+            tag = -1
+        if 0 <= tag <= 0xFFFFFFFF:
+            return tag
     raise ConfigError(path, "is neither a DICOM keyword nor an 8-digit hex tag")
 
 

@@ -8,12 +8,15 @@ None when the element must go through pydicom instead.
 
 from __future__ import annotations
 
-from pydicom.dataelem import RawDataElement
+from typing import TYPE_CHECKING
 
 from .decisions import Context, decision, listed, lists_sequences, vr_of
-from .element_actions import DUMMY
+from .dummy_values import DUMMY
 from .plan import BASIC, KEEP_ALL, MINIMAL, TAG_CONTENTS
 from .sequence_bytes import STRING_VRS, UNDEFINED, Fallback, SequenceRewriter
+
+if TYPE_CHECKING:  # the byte path runs without importing pydicom
+    from pydicom.dataelem import RawDataElement
 
 
 def rewrite_bytes(raw: RawDataElement, ctx: Context, depth: int,
@@ -24,12 +27,7 @@ def rewrite_bytes(raw: RawDataElement, ctx: Context, depth: int,
             or raw.length == UNDEFINED or not raw.value or lists_sequences(plan)):
         return None
     if ctx.rewriter is None:
-        verbatim = frozenset(t for t in plan.keep if listed(t, plan) == "K")
-        ctx.rewriter = SequenceRewriter(
-            lambda t, d, s: listed(t, plan) if t in plan.keep else decision(t, ctx, d, s),
-            ctx.uid, DUMMY, ctx.days, bool(raw.is_implicit_VR), plan.profile == KEEP_ALL,
-            verbatim, plan.remove,
-            plan.profile in (BASIC, MINIMAL))
+        ctx.rewriter = rewriter(ctx, bool(raw.is_implicit_VR))
     if ctx.rewriter.implicit != bool(raw.is_implicit_VR):
         return None
     try:
@@ -37,6 +35,16 @@ def rewrite_bytes(raw: RawDataElement, ctx: Context, depth: int,
     except Fallback:
         return None
     return raw._replace(length=len(value), value=value)
+
+
+def rewriter(ctx: Context, implicit: bool) -> SequenceRewriter:
+    """The sequence rewriter for one instance: its plan's decisions, its date shift."""
+    plan = ctx.plan
+    verbatim = frozenset(t for t in plan.keep if listed(t, plan) == "K")
+    return SequenceRewriter(
+        lambda t, d, s: listed(t, plan) if t in plan.keep else decision(t, ctx, d, s),
+        ctx.uid, DUMMY, ctx.days, implicit, plan.profile == KEEP_ALL, verbatim, plan.remove,
+        plan.profile in (BASIC, MINIMAL))
 
 
 def raw_replacement(raw: RawDataElement, action: str, ctx: Context) -> RawDataElement | None:

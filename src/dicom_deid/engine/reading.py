@@ -24,23 +24,14 @@ from pydicom.valuerep import VR
 from . import dataset_bytes
 from .failures import READING, tag_label
 from .inflate import InflateLimitExceeded
+from .outcome import InstanceTooLarge, UnreadableInstance
+from .uids import valid_uid
+
+__all__ = ["REQUIRED_UIDS", "InstanceTooLarge", "UnreadableInstance", "read",
+           "required_uids", "valid_uid"]
 
 UNDEFINED = 0xFFFFFFFF
-_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-
-
-class UnreadableInstance(ValueError):
-    """An input that cannot be processed; the message is safe to log and report."""
-
-
-class InstanceTooLarge(UnreadableInstance):
-    """A deflated instance that inflates beyond the process's limit (the message names
-    the limit): refused for what reading it would cost, not for being malformed."""
-
-
-def valid_uid(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID.fullmatch(value))
 
 
 def _is_sequence(elem: RawDataElement) -> bool:

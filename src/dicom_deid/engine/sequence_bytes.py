@@ -19,10 +19,9 @@ import struct
 from collections.abc import Callable
 from functools import lru_cache
 
-from pydicom.datadict import dictionary_VR
-
+from . import dictionary
 from .dates import shift_da, shift_dt
-from .writing import LONG_VRS, header
+from .element_bytes import LONG_VRS, header
 
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -42,10 +41,7 @@ class Fallback(Exception):
 
 @lru_cache(maxsize=4096)
 def _dictionary_vr(tag: int) -> str:
-    try:
-        return dictionary_VR(tag)
-    except KeyError:
-        return "UN"
+    return dictionary.vr_or_un(tag)
 
 
 class SequenceRewriter:
@@ -64,6 +60,8 @@ class SequenceRewriter:
         self.keep = keep
         self.remove = remove
         self.strict_profiles = strict_profiles
+        #: (tag, at the top level, strict) -> action: decided once per instance
+        self._actions: dict[tuple[int, bool, bool], str] = {}
 
     # -- encoding -----------------------------------------------------------------------
 
@@ -136,11 +134,26 @@ class SequenceRewriter:
 
     def dataset(self, buf: memoryview, depth: int, strict: bool,
                 until_delimiter: bool = False) -> tuple[bytes, int]:
-        """Rewrite one item's elements; (new bytes, bytes consumed)."""
+        """Rewrite one item's elements; (new bytes, bytes consumed).
+
+        Consecutive elements kept as they are (most of a functional-group item) are
+        copied as one run of the input's bytes.
+        """
         out = bytearray()
         pos = 0
-        while pos < len(buf):
+        run = -1  # where the current run of kept elements starts
+        size = len(buf)
+        while pos < size:
             tag, vr, length, start = self._header(buf, pos)
+            if (length != UNDEFINED and vr != "SQ" and start + length <= size
+                    and tag >> 16 != 0xFFFE and self._action(tag, depth, strict) == "K"):
+                if run < 0:
+                    run = pos
+                pos = start + length
+                continue
+            if run >= 0:
+                out += buf[run:pos]
+                run = -1
             if tag == ITEM_END:
                 return bytes(out), start
             if tag >> 16 == 0xFFFE:
@@ -170,6 +183,8 @@ class SequenceRewriter:
                 continue
             out += self._one(buf, tag, vr, start, value_end, length, depth, strict)
             pos = after
+        if run >= 0:
+            out += buf[run:pos]
         if until_delimiter:
             raise Fallback  # ran out of bytes before the item's delimiter
         return bytes(out), pos
@@ -180,6 +195,13 @@ class SequenceRewriter:
         return action in ("D", "U") and self.strict_profiles
 
     def _action(self, tag: int, depth: int, strict: bool) -> str:
+        key = (tag, depth == 0, strict)
+        action = self._actions.get(key)
+        if action is None:
+            action = self._actions[key] = self._decide(tag, depth, strict)
+        return action
+
+    def _decide(self, tag: int, depth: int, strict: bool) -> str:
         if tag in self.remove:
             return "X"
         if tag in self.keep:

@@ -12,8 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
 ROOT = "2.25."
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+
+
+def valid_uid(value: object) -> bool:
+    """A UID as PS3.5 9.1 allows it: dot-separated numbers without leading zeros, at
+    most 64 characters."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID.fullmatch(value))
 
 
 def new_uid(original: str, key: bytes) -> str:

@@ -11,7 +11,6 @@ and big-endian outputs go through pydicom entirely.
 
 from __future__ import annotations
 
-import struct
 from typing import BinaryIO
 
 from pydicom import dcmwrite
@@ -22,31 +21,12 @@ from pydicom.filebase import DicomFileLike
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from .element_bytes import ITEM, ITEM_END, SEQUENCE_END, UNDEFINED, header
 from .failures import WRITING, ElementFailure
 
-UNDEFINED = 0xFFFFFFFF
 PIXEL_DATA = 0x7FE00010
 SPECIFIC_CHARACTER_SET = 0x00080005
-LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV",
-                      "UV"})
-_IMPLICIT = struct.Struct("<HHL")
-_SHORT = struct.Struct("<HH2sH")
-_LONG_HEADER = struct.Struct("<HH2sHL")
-_ITEM = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
-_ITEM_END = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
-_SEQUENCE_END = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
-
-
-def header(tag: int, vr: str, length: int, implicit: bool) -> bytes | None:
-    """An element header in little endian; None if ``length`` does not fit a short one."""
-    group, element = tag >> 16, tag & 0xFFFF
-    if implicit:
-        return _IMPLICIT.pack(group, element, length)
-    if vr in LONG_VRS:
-        return _LONG_HEADER.pack(group, element, vr.encode(), 0, length)
-    if length > 0xFFFF:
-        return None
-    return _SHORT.pack(group, element, vr.encode(), length)
+_ITEM, _ITEM_END, _SEQUENCE_END = ITEM, ITEM_END, SEQUENCE_END
 
 
 def _raw_bytes(raw: RawDataElement, implicit: bool) -> bytes | None:
