@@ -2,8 +2,9 @@
 """File de-identification throughput and memory: ``dicom-deid deidentify`` against peers.
 
 Run: ``.venv/bin/python bench/deidentify_throughput.py --install-peers`` (peers are
-installed only with that flag: dicognito and pydicom/deid into ``bench/.peers-venv``,
-never the project's lock; GDCM's ``gdcmanon`` from Debian ``libgdcm-tools``).
+installed only with that flag: dicognito, pydicom/deid and dcmanon (Rust, Python
+bindings) into ``bench/.peers-venv``, never the project's lock; GDCM's ``gdcmanon``
+from Debian ``libgdcm-tools``).
 
 What is measured, and why this way:
 
@@ -28,7 +29,14 @@ What is measured, and why this way:
 ``cp -r`` is the floor: no tool that reads and writes every byte can beat it. Ours gets
 the basic profile config ``{"dicom": {"filterProfile":
 "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"}}``; the peers get their defaults (gdcmanon
-``--dumb`` a hand-written tag list, see ``deidentify/tools.py``).
+``--dumb`` a hand-written tag list, see ``deidentify/tools.py``), and dcmanon runs
+twice: with its defaults, and with tag actions that do our basic profile's work
+(``deidentify/dcmanon_config.py``: our own decision for every row of the PS3.15 table,
+in dcmanon's vocabulary), one process per core either way.
+
+Before the sizes: start-up (``deidentify/startup.py``), one CT slice through each tool,
+and for ours ``python -X importtime`` of that run. After them, the goals of issue 19
+(``deidentify/report.py`` ``GOALS``) as ratios from this one run.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ from deidentify.runner import (
     run_measured,
     summarize,
 )
+from deidentify.startup import one_file_run, our_imports
 from deidentify.tools import (
     TOOLS,
     Context,
@@ -182,6 +191,17 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             key = "ours" if tool.name == "ours" else label
             res["audit"][key] = audit_tool(tool, ctx, inputs, scratch)
+
+        print("start-up: one CT through every tool, warm, median of 5 ...", flush=True)
+        res["startup"] = {}
+        for label, (tool, workers) in runs.items():
+            if label in skipped or tool.name == "cp":
+                continue
+            ctx.workers = workers
+            res["startup"][label] = one_file_run(tool, ctx, inputs["ct"], scratch)
+            if tool.name == "ours":
+                res["startup"][label].update(our_imports(ctx, inputs["ct"], scratch))
+            print(f"  {label:24s} {res['startup'][label]}", flush=True)
 
         for frac in sorted(args.sizes):
             n = max(3, round(args.instances * frac))

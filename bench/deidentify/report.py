@@ -78,6 +78,61 @@ def ratio_table(size: dict) -> list[str]:
     return lines
 
 
+#: Issue 19's goals, on the full corpus, for ours with its default workers: (peer,
+#: kind, limit). "time": ours seconds / peer seconds at most the limit; "speed": ours
+#: instances/s / peer instances/s at least the limit.
+GOALS = (("dcmanon-equal", "time", 1.0), ("dcmanon", "time", 1.5), ("dicognito", "speed", 3.0),
+         ("deid", "speed", 3.0), ("cp", "time", 2.0))
+
+
+def _default_ours(runs: dict) -> str | None:
+    ours = [k for k in runs if k.startswith("ours")]
+    return max(ours, key=lambda k: int(k.split("=")[1].rstrip(")")), default=None)
+
+
+def goals_table(size: dict) -> list[str]:
+    runs = {k: v for k, v in size["runs"].items() if "skipped" not in v}
+    ours = _default_ours(runs)
+    if ours is None:
+        return []
+    lines = [f"Goals ({ours}, one run): time = ours seconds ÷ peer seconds; speed = ours "
+             "instances/s ÷ peer instances/s.", "",
+             "| against | measure | ratio | goal | met |", "|---|---|---:|---|---|"]
+    for peer, kind, limit in GOALS:
+        if peer not in runs:
+            lines.append(f"| {peer} | {kind} | – | | not measured |")
+            continue
+        if kind == "time":
+            ratio = runs[ours]["seconds"] / runs[peer]["seconds"]
+            met = ratio <= limit
+            goal = f"≤ {limit:.1f}×"
+        else:
+            ratio = runs[ours]["instances_per_s"] / runs[peer]["instances_per_s"]
+            met = ratio >= limit
+            goal = f"≥ {limit:.1f}×"
+        lines.append(f"| {peer} | {kind} | {ratio:.2f}× | {goal} | {'yes' if met else 'NO'} |")
+    return lines
+
+
+def startup_table(startup: dict) -> list[str]:
+    if not startup:
+        return []
+    lines = ["One CT slice through each tool (spawn to exit, warm, median of 5); for ours "
+             "also `python -X importtime` of the same run:", "",
+             "| tool | median s | min–max s | import time | pydicom / numpy imported |",
+             "|---|---:|---:|---:|---|"]
+    for name, r in startup.items():
+        if "error" in r:
+            lines.append(f"| {name} | – | – | – | {r['error']} |")
+            continue
+        imports = f"{r['imports_ms']:.0f} ms" if "imports_ms" in r else "–"
+        heavy = (", ".join(m for m in r["heavy_imported"] if m != "tqdm") or "neither"
+                 ) if "heavy_imported" in r else "–"
+        lines.append(f"| {name} | {r['median_s']:.3f} | {r['min_s']:.3f}–{r['max_s']:.3f} "
+                     f"| {imports} | {heavy} |")
+    return lines
+
+
 def memory_table(sizes: list[dict]) -> list[str]:
     if len(sizes) < 2:
         return []
@@ -121,14 +176,19 @@ def markdown(res: dict) -> str:
     lines.append(f"Machine: {res['machine']['cpus']} CPUs, {res['machine']['memory_gib']} GiB; "
                  f"work dir {res['work_dir']} (corpus and outputs on the same file system).")
     lines.append("Seconds run from spawning the tool to the end of a `sync` after it exits; "
-                 "rates are on the input corpus. Peers are single-process; ours uses "
-                 "`--workers` as named. Every tool had one untimed warm-up run first, "
+                 "rates are on the input corpus. Peers are single-process but dcmanon, "
+                 "run one process per core; ours uses `--workers` as named. Every tool "
+                 "had one untimed warm-up run first, "
                  "with Python allowed to write bytecode caches (this environment sets "
                  "PYTHONDONTWRITEBYTECODE=1).")
     for size in res["sizes"]:
         lines += ["", f"### {size['manifest']['instances']} instances", ""]
         lines += speed_table(size)
         lines += [""] + ratio_table(size)
+    if res["sizes"] and (goals := goals_table(res["sizes"][-1])):
+        lines += ["", "### Goals", ""] + goals
+    if start := startup_table(res.get("startup", {})):
+        lines += ["", "### Start-up", ""] + start
     if mem := memory_table(res["sizes"]):
         lines += ["", "### Memory", ""] + mem
     if audit := audit_table(res.get("audit", {})):

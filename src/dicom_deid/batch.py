@@ -17,7 +17,6 @@ import os
 import secrets
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -127,7 +126,8 @@ def run(config: dict, src: Path, dst: Path, key: bytes, *, workers: int = 0,
     plan = build_plan(config, key, retain_safe_private=retain_safe_private)
     files = source_files(src)
     dst.mkdir(parents=True, exist_ok=True)
-    workers = workers or os.cpu_count() or 1
+    # never more processes than files: a one-file run starts none
+    workers = max(1, min(workers or os.cpu_count() or 1, len(files)))
     started = time.monotonic()
     results: list[FileResult] = []
     if progress:  # imported only to be shown (a tenth of the start-up otherwise)
@@ -144,6 +144,8 @@ def run(config: dict, src: Path, dst: Path, key: bytes, *, workers: int = 0,
         # Small chunks: a run mixes 100 kB slices with 10 MB multi-frame files, and a
         # big chunk of the latter left to one worker at the end idles the others.
         chunk = max(1, min(_CHUNK, len(files) // (workers * 32)))
+        from concurrent.futures import ProcessPoolExecutor  # only when there is a pool
+
         with ProcessPoolExecutor(workers, initializer=_init,
                                  initargs=(str(src), str(dst), plan, workers)) as pool:
             for result in pool.map(_one, files, chunksize=chunk):

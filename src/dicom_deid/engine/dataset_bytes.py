@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pydicom.datadict import dictionary_VR
 
 from . import inflate
+from .sequence_bytes import MAX_DEPTH
 
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -40,7 +41,7 @@ _KNOWN_VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "I
                         "LT", "OB", "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ",
                         "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT",
                         "UV"})
-_MAX_DEPTH = 64
+_MAX_DEPTH = MAX_DEPTH
 DEFLATED = "1.2.840.10008.1.2.1.99"
 
 

@@ -39,8 +39,8 @@ from .plan import BASIC, KEEP_ALL, Plan
 from .raw_elements import rewriter
 from .sequence_bytes import ITEM as ITEM_TAG
 from .sequence_bytes import ITEM_END as ITEM_END_TAG
+from .sequence_bytes import MAX_DEPTH, Fallback, SequenceRewriter
 from .sequence_bytes import SEQUENCE_END as SEQUENCE_END_TAG
-from .sequence_bytes import Fallback, SequenceRewriter
 from .uids import valid_uid
 
 __all__ = ["Fallback", "Rendered", "eligible", "render", "write_file"]
@@ -123,8 +123,10 @@ class _Element:
     after: int  # offset of the next element
 
 
-def _skip_items(rw: SequenceRewriter, buf: memoryview, pos: int) -> int:
+def _skip_items(rw: SequenceRewriter, buf: memoryview, pos: int, depth: int = 1) -> int:
     """Past the delimiter of the undefined-length sequence whose items start at ``pos``."""
+    if depth > MAX_DEPTH:
+        raise Fallback
     while True:
         tag, _, length, start = rw._header(buf, pos)
         if tag == SEQUENCE_END_TAG:
@@ -145,7 +147,7 @@ def _skip_items(rw: SequenceRewriter, buf: memoryview, pos: int) -> int:
             if length == UNDEFINED:
                 if vr != "SQ":
                     raise Fallback
-                pos = _skip_items(rw, buf, start)
+                pos = _skip_items(rw, buf, start, depth + 1)
             else:
                 pos = start + length
         if pos > len(buf):

@@ -24,6 +24,9 @@ from .dates import shift_da, shift_dt
 from .element_bytes import LONG_VRS, header
 
 UNDEFINED = 0xFFFFFFFF
+#: Sequences nested deeper than this are left to the dataset path, whose reading
+#: refuses them (a hostile file nests thousands deep to exhaust the stack).
+MAX_DEPTH = 64
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST",
                         "TM", "UC", "UI", "UR", "UT"})
@@ -113,6 +116,8 @@ class SequenceRewriter:
         ``buf`` is a defined-length value (consumed entirely) or starts the items of an
         undefined-length one (consumed up to and including its delimiter).
         """
+        if depth > MAX_DEPTH:
+            raise Fallback
         out = bytearray()
         pos = 0
         while pos < len(buf):
