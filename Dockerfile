@@ -3,10 +3,11 @@
 FROM apache/airflow:3.3.2-python3.11
 
 USER root
-# Tesseract (burned-in text), DCMTK (JPEG-family test data, dcmdump), DejaVu fonts.
+# Tesseract (burned-in text), DCMTK (JPEG-family test data, dcmdump), DejaVu fonts,
+# libturbojpeg (JPEG baseline frames painted in the DCT domain).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng dcmtk \
-       fonts-dejavu-core \
+       fonts-dejavu-core libturbojpeg0 \
     && rm -rf /var/lib/apt/lists/*
 USER airflow
 

@@ -26,11 +26,14 @@ What is measured, and why this way:
   header-only baseline: pixels are not even decoded). A peer does the same bytes-to-bytes
   work: read, find, paint, write.
 * Per core: every (tool, case) runs in a fresh worker process pinned to one CPU
-  (``sched_setaffinity``; OpenMP/BLAS limited to one thread; a peer's ``tesseract``
-  child inherits the pin). In-process timing of one call on one pinned core is the
-  engine's own cost per instance: a batch run spreads instances over one worker process
-  per core, so frames/s per core times cores is the batch rate when nothing else is the
-  bottleneck, and process start-up and disk are not charged to the redactor.
+  (``sched_setaffinity``; OpenMP/BLAS limited to one thread, and so is ONNX Runtime
+  under our OCR engine, ``ocr_rapid.share_cores``, as a batch worker per core sets it:
+  its default of a thread per core, all on the one pinned core, took 1.7x as long; a
+  peer's ``tesseract`` child inherits the pin). In-process timing of one call on one
+  pinned core is the engine's own cost per instance: a batch run spreads instances
+  over one worker process per core, so frames/s per core times cores is the batch rate
+  when nothing else is the bottleneck, and process start-up and disk are not charged
+  to the redactor.
 * Warm: one untimed call first (imports, OCR engine, spaCy model, caches), then passes
   over the case's instances until ``--repeat`` passes are done or ``--budget`` seconds
   are spent (at least one pass); the figure is the median over passes per instance,
@@ -42,11 +45,15 @@ What is measured, and why this way:
   ``ru_maxrss``: Linux carries it over fork and exec, so every worker would report at
   least what the parent held when it started it (the parent holds the generated cine).
   The cine line compares 100 frames with one.
-* Where our time goes: decode (``pixels.decode.decode``), grey (the 8-bit views detection
-  runs on: the frame, or for a cine the first frame and the temporal min/max), detect
+* Where our time goes: decode (``image_redaction.read_pixels``: native pixel data is a
+  view of its bytes, JPEG baseline is decoded by libjpeg-turbo, the rest by pydicom;
+  for a cine the temporal min/max too), grey (the 8-bit views detection runs on: the
+  frame, or for a cine the first frame and the temporal min/max), detect
   (``image_redaction.find_boxes``: text regions, and OCR of candidate lines for
-  SENSITIVE), paint + encode (``pixels.encode.encode``); the rest of the call is reading, the
-  header profile and writing. Timed separately, after the timed passes.
+  SENSITIVE), paint + encode (``image_redaction.paint``: native bytes painted in one
+  pass, JPEG baseline in the DCT domain and checked by decoding, else re-encoded); the
+  rest of the call is reading, the header profile and writing. Timed separately, after
+  the timed passes.
 * Coverage, so speeds are compared knowing what each tool found: strings whose true box
   lies fully inside the boxes a tool painted on frame 0, and strings it touched at all,
   of all strings and of the PHI ones (for ours, the boxes ``find_boxes`` returns for the
@@ -134,8 +141,11 @@ QUICK_CASES = ("us", "us-cine", "dx-noise")
 # venv (Presidio, Tesseract script): imports of either side happen inside the functions.
 
 def _ours_runner(mode: str):
+    from dicom_deid.engine import ocr_rapid
     from dicom_deid.engine.instance import deidentify_bytes
     from dicom_deid.engine.plan import build_plan
+
+    ocr_rapid.share_cores(os.cpu_count() or 1)  # one ONNX Runtime thread: one core
 
     plan = build_plan({**BASIC, "image": {"textRedactionMode": mode}}, key=b"k" * 32)
 
@@ -149,26 +159,24 @@ def _ours_runner(mode: str):
 def _ours_split(data: bytes, plan) -> tuple[dict[str, float], list[list[int]]]:
     """The steps of ``image_redaction.redact_pixels`` timed one by one, and its boxes."""
     from dicom_deid.engine.identifiers import known_identifiers
-    from dicom_deid.engine.image_redaction import _detection_grey, find_boxes
-    from dicom_deid.engine.pixels.decode import decode
-    from dicom_deid.engine.pixels.encode import encode
-    from dicom_deid.engine.pixels.fill import fill_value
+    from dicom_deid.engine.image_redaction import (
+        detection_grey,
+        find_boxes,
+        paint,
+        read_pixels,
+    )
     from dicom_deid.engine.reading import read
 
     ds = read(io.BytesIO(data))
     known = known_identifiers(ds)
     t0 = time.perf_counter()
-    frames = decode(ds)
+    pixels = read_pixels(ds)  # native: a view and the temporal min/max; else decoded
     t1 = time.perf_counter()
-    grey = _detection_grey(ds, frames)
+    grey = detection_grey(ds, pixels)
     t2 = time.perf_counter()
-    boxes = find_boxes(grey, plan.image, known)
+    boxes = find_boxes(grey, plan.image, known, pixels.footprint)
     t3 = time.perf_counter()
-    if boxes:
-        fill = fill_value(ds, frames)
-        for left, top, right, bottom in boxes:
-            frames[:, top:bottom, left:right, :] = fill
-        encode(ds, frames)
+    paint(ds, pixels, boxes)
     t4 = time.perf_counter()
     return ({"decode": t1 - t0, "grey": t2 - t1, "detect": t3 - t2, "paint+encode": t4 - t3},
             [list(b) for b in boxes])

@@ -13,6 +13,11 @@ the file and go back into it without any other change. The modules, by what they
 * :mod:`.fill`: ``fill_value``, the stored value that paints 'black'.
 * :mod:`.encode`: ``encode`` puts a painted array back, keeping the transfer syntax
   where pydicom can write it losslessly.
+* :mod:`.native`: native pixel data without decoding: ``view`` (every frame as a view
+  of the bytes) and ``paint`` (boxes painted into one copy, every other byte kept).
+* :mod:`.jpeg_dct`: JPEG baseline through libjpeg-turbo: ``JpegFrames`` decodes every
+  frame and paints boxes in the DCT domain (only the blocks under them change; frames
+  that need no paint keep their bytes), checking each painted frame by decoding it.
 * :mod:`.messages`: ``PixelError`` and the helpers that keep its messages free of
   values from the dataset.
 

@@ -22,9 +22,9 @@ from pydicom.uid import UID
 
 from .messages import PixelError, pi_label, safe, ts_label
 
-__all__ = ["KNOWN_PI", "PIXEL_DATA", "check_decoded_size", "decode", "decode_frame",
-           "geometry", "max_decoded_bytes", "photometric", "photometric_after_decode",
-           "transfer_syntax", "value_range"]
+__all__ = ["KNOWN_PI", "PIXEL_DATA", "check_decoded_size", "check_native_length", "decode",
+           "decode_frame", "geometry", "max_decoded_bytes", "photometric",
+           "photometric_after_decode", "transfer_syntax", "value_range"]
 
 PIXEL_DATA = 0x7FE00010
 #: PhotometricInterpretation values decode() can return.
@@ -79,7 +79,7 @@ def photometric(ds: Dataset) -> str:
     return value
 
 
-def _check_native_length(ds: Dataset, geometry: tuple[int, ...], pi: str) -> None:
+def check_native_length(ds: Dataset, geometry: tuple[int, ...], pi: str) -> None:
     """Refuse native pixel data shorter than its attributes say, or a frame longer.
 
     pydicom decodes the start of longer data with only a warning. Less than a frame
@@ -168,7 +168,7 @@ def check_decoded_size(ds: Dataset, frames: int | None = None) -> None:
 
     A compressed frame's size says nothing of its decoded size (a black 1024x1024 JPEG
     is ~1 kB), so a small upload can claim gigabytes through its header; native pixel
-    data is as large as it says (``_check_native_length``) and needs no check."""
+    data is as large as it says (``check_native_length``) and needs no check."""
     try:
         if not transfer_syntax(ds).is_encapsulated:
             return
@@ -209,7 +209,7 @@ def _decode(ds: Dataset, index: int | None) -> np.ndarray:
         missing = "; ".join(decoder.missing_dependencies)
         raise PixelError(f"no decoder plugin for {ts_label(ts)} (missing: {missing})")
     if not ts.is_encapsulated:
-        _check_native_length(ds, shape, pi)
+        check_native_length(ds, shape, pi)
     elif not isinstance(ds.PixelData, bytes | bytearray) or not ds["PixelData"].value:
         raise PixelError(f"encapsulated pixel data for {ts_label(ts)} is empty")
     try:

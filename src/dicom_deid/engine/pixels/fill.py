@@ -35,6 +35,8 @@ def _palette_darkest(ds: Dataset) -> int:
 def fill_value(ds: Dataset, frames: np.ndarray) -> int | tuple[int, ...]:
     """What to paint redacted pixels with in stored-value space: 'black'.
 
+    ``frames`` are decoded frames, or any stack holding their minimum and maximum (the
+    temporal extremes ``image_redaction`` detects on).
     MONOCHROME2 → frames.min(); MONOCHROME1 → frames.max() (its black is the largest
     value); RGB (after decode) → (0, 0, 0); PALETTE COLOR → the palette index whose RGB
     entry is darkest (sum of channels), which need not be index 0.
