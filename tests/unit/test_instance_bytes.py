@@ -152,6 +152,40 @@ def test_a_truncated_file_is_refused_with_a_reason() -> None:
         deidentify_bytes(_ct()[:-100], build_plan(BASIC, KEY))
 
 
+def _private_sequence_with_a_uid() -> bytes:
+    """An undefined-length private sequence (after the pixel data) whose item holds a
+    Referenced SOP Instance UID: keep-all leaves private elements whole."""
+    uid = b"1.2.3.4.5.6.7.8"
+    element = struct.pack("<HH2sH", 0x0008, 0x1155, b"UI", len(uid) + 1) + uid + b"\0"
+    item = b"\xfe\xff\x00\xe0" + struct.pack("<L", len(element)) + element
+    return (struct.pack("<HH2sHL", 0x7FE1, 0x1010, b"SQ", 0, 0xFFFFFFFF) + item
+            + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+
+
+def _sop_class_as_un(data: bytes) -> bytes:
+    """The CT with its SOP Class UID's explicit VR written as UN (a long header)."""
+    ds = dcmread(io.BytesIO(data))
+    value = ds.SOPClassUID.encode() + b"\0" * (len(ds.SOPClassUID) % 2)
+    short = struct.pack("<HH2sH", 0x0008, 0x0016, b"UI", len(value)) + value
+    assert data.count(short) == 1
+    return data.replace(short, struct.pack("<HH2sHL", 0x0008, 0x0016, b"UN", 0,
+                                           len(value)) + value)
+
+
+@pytest.mark.parametrize(("name", "mangle"), [
+    ("keep-all", lambda d: d + _private_sequence_with_a_uid()),
+    ("basic", lambda d: d + _private_sequence_with_a_uid()),
+    ("basic", _sop_class_as_un),
+], ids=["keep-all private sequence", "basic private sequence", "SOP Class UID as UN"])
+def test_crafted_layouts_give_the_dataset_path_s_result(name: str, mangle: object) -> None:
+    data = mangle(_ct())
+    fast = _outcome_of(lambda: deidentify_bytes(data, build_plan(CONFIGS[name], KEY)))
+    slow = _outcome_of(lambda: _dataset_path(data, CONFIGS[name]))
+    assert isinstance(fast, bytes) and isinstance(slow, bytes)
+    a, b = dcmread(io.BytesIO(fast)), dcmread(io.BytesIO(slow))
+    assert a == b and a.file_meta == b.file_meta
+
+
 def test_engine_de_identifies_without_importing_pydicom_or_numpy(tmp_path: Path) -> None:
     src = tmp_path / "in.dcm"
     src.write_bytes(next(iter(iter_multiframe_corpus(1, seed=2))).data)

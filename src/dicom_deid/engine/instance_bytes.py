@@ -269,7 +269,7 @@ def _render(buf: memoryview, plan: Plan) -> Rendered:
     originals = {}
     for tag in REQUIRED:
         el = found.get(tag)
-        value = _text(buf, el) if el is not None and el.vr in ("UI", "UN") else None
+        value = _text(buf, el) if el is not None and el.vr == "UI" else None
         if value is None or not valid_uid(value):
             raise Fallback  # the dataset path names the missing or invalid UID
         originals[tag] = value
@@ -308,6 +308,9 @@ def _render(buf: memoryview, plan: Plan) -> Rendered:
             if head is None:
                 raise Fallback
             pieces += [head, (el.start, el.end - el.start), SEQUENCE_END]
+            continue
+        if el.length == UNDEFINED and action == "K" and el.tag >> 16 & 1:
+            pieces.append(bytes(buf[el.head:el.after]))  # a private sequence kept whole
             continue
         if el.length == UNDEFINED:  # an undefined-length sequence: rewritten defined
             value, _ = rw.sequence(buf[el.start:el.after], 1, rw._strict(action))
