@@ -230,18 +230,26 @@ def test_dcmtk_jpeg_cine_end_to_end(photometric: str, seed: int) -> None:
     assert len(out) < 1.2 * len(data)  # not written native (5x the size)
 
 
+def _painted_natively(src: Dataset, rows: int, columns: int, route: str
+                     ) -> tuple[np.ndarray, list[tuple[int, int, int, int]], Dataset]:
+    """``src`` read by the route named, painted at the edge boxes, written: the output
+    must have left JPEG for Explicit VR Little Endian; (its frames, the boxes, it)."""
+    out = dcmread(io.BytesIO(_bytes(src)))
+    pixels = image_redaction.read_pixels(out)
+    assert pixels.route == route
+    boxes = _edge_boxes(rows, columns)
+    image_redaction.paint(out, pixels, boxes)
+    out = _written(out)
+    assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    return out.pixel_array, boxes, out
+
+
 @needs_turbojpeg
 def test_progressive_frames_take_the_general_path() -> None:
     """A progressive frame (not baseline, though some files say so) is not painted in
     the DCT domain: decoded, painted and written native, as every lossy syntax was."""
     src = _pillow_cine(3, 2, "YBR_FULL_422", 64, 80, progressive=True)
-    out = dcmread(io.BytesIO(_bytes(src)))
-    pixels = image_redaction.read_pixels(out)
-    boxes = _edge_boxes(64, 80)
-    image_redaction.paint(out, pixels, boxes)
-    out = _written(out)
-    assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
-    got = out.pixel_array
+    got, boxes, _ = _painted_natively(src, 64, 80, "jpeg")  # refused when painting
     for left, top, right, bottom in boxes:
         assert (got[:, top:bottom, left:right] == 0).all()
 
@@ -249,15 +257,8 @@ def test_progressive_frames_take_the_general_path() -> None:
 def test_without_libturbojpeg_jpeg_is_decoded_and_written_native(monkeypatch) -> None:
     monkeypatch.setattr(jpeg_dct, "_load", lambda: None)
     src = _pillow_cine(3, 1, "YBR_FULL_422", 48, 64)
-    out = dcmread(io.BytesIO(_bytes(src)))
-    pixels = image_redaction.read_pixels(out)
-    assert pixels.route == "decoded"
-    boxes = _edge_boxes(48, 64)
-    image_redaction.paint(out, pixels, boxes)
-    out = _written(out)
-    assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    got, boxes, out = _painted_natively(src, 48, 64, "decoded")
     assert out.PhotometricInterpretation == "RGB"
-    got = out.pixel_array
     for left, top, right, bottom in boxes:
         assert (got[:, top:bottom, left:right] == 0).all()
 
@@ -269,13 +270,6 @@ def test_a_frame_that_fails_the_check_sends_the_instance_the_general_way(monkeyp
     the DCT route gives up before changing anything and the general path paints."""
     monkeypatch.setattr(jpeg_dct, "_dc", lambda kind, quant: 0)  # mid grey, not black
     src = _pillow_cine(1, 0, "MONOCHROME2", 48, 64)
-    out = dcmread(io.BytesIO(_bytes(src)))
-    pixels = image_redaction.read_pixels(out)
-    assert pixels.route == "jpeg"
-    boxes = _edge_boxes(48, 64)
-    image_redaction.paint(out, pixels, boxes)
-    out = _written(out)
-    assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
-    got = out.pixel_array
+    got, boxes, _ = _painted_natively(src, 48, 64, "jpeg")
     for left, top, right, bottom in boxes:
         assert (got[:, top:bottom, left:right] == got.min()).all()
