@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="dicom-deid-filebench-", dir=args.work_dir))
     ctx = Context(work=work, our_exe=our_exe(), config=write_config(work),
-                  dcmanon_actions=write_dcmanon_actions(work))
+                  dcmanon_actions=write_dcmanon_actions(work) if "dcmanon-equal" in names
+                  else None)
     if "gdcmanon-basic" in names and (pair := make_keypair(work)):
         ctx.key, ctx.cert = pair
     runs = variants(names, args.workers)

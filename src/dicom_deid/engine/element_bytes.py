@@ -30,3 +30,9 @@ def header(tag: int, vr: str, length: int, implicit: bool) -> bytes | None:
     if length > 0xFFFF:
         return None
     return _SHORT.pack(group, element, vr.encode(), length)
+
+
+def padded(text: str, vr: str) -> bytes:
+    """An ASCII value padded to even length as PS3.5 6.2 says: NUL for UI, else space."""
+    data = text.encode("ascii")
+    return data + (b"\0" if vr == "UI" else b" ") * (len(data) % 2)

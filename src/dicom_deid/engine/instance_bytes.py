@@ -33,7 +33,7 @@ from .. import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from . import identity
 from .dates import shift_days
 from .decisions import Context
-from .element_bytes import ITEM, ITEM_END, SEQUENCE_END, UNDEFINED, header
+from .element_bytes import ITEM, ITEM_END, SEQUENCE_END, UNDEFINED, header, padded
 from .outcome import Outcome
 from .plan import BASIC, KEEP_ALL, Plan
 from .raw_elements import rewriter
@@ -191,13 +191,8 @@ def _text(buf: memoryview, el: _Element) -> str | None:
     return None if b"\0" in text else text.decode("ascii")
 
 
-def _padded(text: str, pad: bytes) -> bytes:
-    data = text.encode("ascii")
-    return data + pad * (len(data) % 2)
-
-
 def _string(tag: int, vr: str, text: str, implicit: bool) -> bytes:
-    value = _padded(text, b"\0" if vr == "UI" else b" ")
+    value = padded(text, vr)
     return header(tag, vr, len(value), implicit) + value
 
 

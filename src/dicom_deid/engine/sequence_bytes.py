@@ -21,7 +21,7 @@ from functools import lru_cache
 
 from . import dictionary
 from .dates import shift_da, shift_dt
-from .element_bytes import LONG_VRS, header
+from .element_bytes import LONG_VRS, header, padded
 
 UNDEFINED = 0xFFFFFFFF
 #: Sequences nested deeper than this are left to the dataset path, whose reading
@@ -73,11 +73,6 @@ class SequenceRewriter:
         if head is None:
             raise Fallback
         return head + value
-
-    @staticmethod
-    def _padded(text: str, vr: str) -> bytes:
-        data = text.encode("ascii")
-        return data + (b"\0" if vr == "UI" else b" ") * (len(data) % 2)
 
     # -- parsing ------------------------------------------------------------------------
 
@@ -243,10 +238,10 @@ class SequenceRewriter:
             text = bytes(value).decode("ascii", "replace").rstrip("\0 ")
             new = "\\".join(self.uid(v.strip("\0 ")) if v.strip("\0 ") else ""
                             for v in text.split("\\"))
-            return self._element(tag, vr, self._padded(new, vr))
+            return self._element(tag, vr, padded(new, vr))
         if action in ("U", "D"):
             if vr in self.dummies:
-                return self._element(tag, vr, self._padded(self.dummies[vr], vr))
+                return self._element(tag, vr, padded(self.dummies[vr], vr))
             if vr in _NUMBER_SIZE:
                 return self._element(tag, vr, b"\0" * _NUMBER_SIZE[vr])
             size = 8 if vr in ("OD", "OV") else 4 if vr in ("OF", "OL") else 2
@@ -257,7 +252,7 @@ class SequenceRewriter:
                     return self._element(tag, vr, b"")
                 text = bytes(value).decode("ascii", "replace").rstrip("\0 ")
                 shifted = (shift_da if vr == "DA" else shift_dt)(text, self.days)
-                return self._element(tag, vr, self._padded(shifted or "", vr))
+                return self._element(tag, vr, padded(shifted or "", vr))
             if vr == "TM" or vr not in STRING_VRS:
                 return self._element(tag, vr, bytes(value))
         raise Fallback  # text cleaning, tag contents: pydicom's path decodes charsets

@@ -26,7 +26,6 @@ from .failures import WRITING, ElementFailure
 
 PIXEL_DATA = 0x7FE00010
 SPECIFIC_CHARACTER_SET = 0x00080005
-_ITEM, _ITEM_END, _SEQUENCE_END = ITEM, ITEM_END, SEQUENCE_END
 
 
 def _raw_bytes(raw: RawDataElement, implicit: bool) -> bytes | None:
@@ -41,7 +40,7 @@ def _raw_bytes(raw: RawDataElement, implicit: bool) -> bytes | None:
         if raw.tag != PIXEL_DATA and (raw.VR not in ("SQ", "UN") or implicit):
             return None
         head = header(raw.tag, str(raw.VR or "OB"), UNDEFINED, implicit)
-        return head + value + _SEQUENCE_END if head else None
+        return head + value + SEQUENCE_END if head else None
     head = header(raw.tag, str(raw.VR or ""), len(value), implicit)
     return head + value if head else None
 
@@ -85,10 +84,10 @@ def _write_sequence(fp: DicomFileLike, elem: DataElement, implicit: bool,
                     compressed: bool, encodings: str | list[str]) -> None:
     fp.write(header(int(elem.tag), "SQ", UNDEFINED, implicit))
     for item in elem.value or ():
-        fp.write(_ITEM)
+        fp.write(ITEM)
         _write_dataset(fp, item, implicit, compressed, encodings)
-        fp.write(_ITEM_END)
-    fp.write(_SEQUENCE_END)
+        fp.write(ITEM_END)
+    fp.write(SEQUENCE_END)
 
 
 def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str
